@@ -1,0 +1,80 @@
+/**
+ * The one configuration schema. Every setting has a default, an environment variable and (where it
+ * makes sense) a command-line flag; a JSON file named by FLEETPASS_CONFIG / --config may set any of
+ * them. Precedence: flag > environment > file > default. Validated once at start, then frozen.
+ * docs/configuration.md is checked against this table by a test.
+ */
+import type { KeyAlgorithm } from '../kms/types.js';
+
+type Kind = 'string' | 'int' | 'bool' | 'list' | 'enum';
+
+export interface SettingSpec {
+  key: keyof FleetpassConfig;
+  kind: Kind;
+  env: string;
+  flag?: string;
+  default: string | number | boolean | string[] | null;
+  /** Allowed values for enums; [min, max] for ints. */
+  choices?: readonly string[];
+  range?: readonly [number, number];
+  secret?: boolean;
+  help: string;
+}
+
+export interface FleetpassConfig {
+  dataDir: string;
+  databaseUrl: string | null;
+  dbPoolSize: number;
+  host: string;
+  port: number;
+  publicUrl: string | null;
+  serverNames: string[];
+  caAlgorithm: KeyAlgorithm;
+  caOrganization: string;
+  keyPassphrase: string | null;
+  deviceCertValidityDays: number;
+  maxBodyBytes: number;
+  maxCsrBytes: number;
+  minRsaBits: number;
+  admissionMaxInFlight: number;
+  admissionMaxQueue: number;
+  admissionQueueTimeoutMs: number;
+  retryAfterSeconds: number;
+  enrollmentTokenTtlHours: number;
+  sasMaxLifetimeSeconds: number;
+  webhookTimeoutMs: number;
+  crlValidityHours: number;
+  mqttEndpoint: string | null;
+  initialTenantName: string;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  shutdownGraceMs: number;
+}
+
+export const SETTINGS: readonly SettingSpec[] = [
+  { key: 'dataDir', kind: 'string', env: 'FLEETPASS_DATA_DIR', flag: 'data-dir', default: './fleetpass-data', help: 'Folder for the SQLite database, encrypted keys and the first admin token.' },
+  { key: 'databaseUrl', kind: 'string', env: 'DATABASE_URL', flag: 'database-url', default: null, help: 'postgres://… to use PostgreSQL; default sqlite:<data-dir>/fleetpass.db.' },
+  { key: 'dbPoolSize', kind: 'int', env: 'FLEETPASS_DB_POOL_SIZE', flag: 'db-pool-size', default: 10, range: [1, 200], help: 'PostgreSQL connections per process.' },
+  { key: 'host', kind: 'string', env: 'FLEETPASS_HOST', flag: 'host', default: '0.0.0.0', help: 'Address the HTTPS port binds to.' },
+  { key: 'port', kind: 'int', env: 'FLEETPASS_PORT', flag: 'port', default: 8443, range: [0, 65535], help: 'HTTPS port for the device API, admin API, EST and /ca.pem (0 = any free port).' },
+  { key: 'publicUrl', kind: 'string', env: 'FLEETPASS_PUBLIC_URL', flag: 'public-url', default: null, help: 'Base URL devices reach this server at (CRL URLs, endpoints); default https://localhost:<port>.' },
+  { key: 'serverNames', kind: 'list', env: 'FLEETPASS_SERVER_NAMES', flag: 'server-names', default: [], help: 'Extra DNS names / IPs for the server TLS certificate (comma separated); localhost is always included.' },
+  { key: 'caAlgorithm', kind: 'enum', env: 'FLEETPASS_CA_ALGORITHM', flag: 'ca-algorithm', default: 'ecdsa-p256', choices: ['ecdsa-p256', 'ecdsa-p384', 'rsa-3072'], help: 'Key algorithm of the root and issuing CA created on first start.' },
+  { key: 'caOrganization', kind: 'string', env: 'FLEETPASS_CA_ORGANIZATION', flag: 'ca-organization', default: 'Fleetpass', help: 'Organization (O) in the CA certificates created on first start.' },
+  { key: 'keyPassphrase', kind: 'string', env: 'FLEETPASS_KEY_PASSPHRASE', default: null, secret: true, help: 'Passphrase that encrypts CA keys at rest. Without it a generated key file is used (and a warning printed).' },
+  { key: 'deviceCertValidityDays', kind: 'int', env: 'FLEETPASS_DEVICE_CERT_VALIDITY_DAYS', flag: 'device-cert-validity-days', default: 365, range: [1, 3650], help: 'Default validity of device certificates (a template profile may override).' },
+  { key: 'maxBodyBytes', kind: 'int', env: 'FLEETPASS_MAX_BODY_BYTES', flag: 'max-body-bytes', default: 65536, range: [1024, 10485760], help: 'Largest request body accepted.' },
+  { key: 'maxCsrBytes', kind: 'int', env: 'FLEETPASS_MAX_CSR_BYTES', flag: 'max-csr-bytes', default: 16384, range: [256, 1048576], help: 'Largest CSR accepted (DER bytes).' },
+  { key: 'minRsaBits', kind: 'int', env: 'FLEETPASS_MIN_RSA_BITS', flag: 'min-rsa-bits', default: 2048, range: [2048, 16384], help: 'Smallest RSA key accepted in a CSR.' },
+  { key: 'admissionMaxInFlight', kind: 'int', env: 'FLEETPASS_ADMISSION_MAX_IN_FLIGHT', flag: 'max-in-flight', default: 64, range: [1, 100000], help: 'Provisioning requests processed at once per process.' },
+  { key: 'admissionMaxQueue', kind: 'int', env: 'FLEETPASS_ADMISSION_MAX_QUEUE', flag: 'max-queue', default: 1024, range: [0, 1000000], help: 'Requests allowed to wait for a slot; beyond it the answer is 429 with Retry-After.' },
+  { key: 'admissionQueueTimeoutMs', kind: 'int', env: 'FLEETPASS_ADMISSION_QUEUE_TIMEOUT_MS', flag: 'queue-timeout-ms', default: 10000, range: [10, 600000], help: 'Longest wait for a slot before the answer is 503 with Retry-After.' },
+  { key: 'retryAfterSeconds', kind: 'int', env: 'FLEETPASS_RETRY_AFTER_SECONDS', flag: 'retry-after-seconds', default: 2, range: [1, 3600], help: 'Base Retry-After for deferred requests (jittered up to 2x).' },
+  { key: 'enrollmentTokenTtlHours', kind: 'int', env: 'FLEETPASS_ENROLLMENT_TOKEN_TTL_HOURS', flag: 'token-ttl-hours', default: 168, range: [1, 87600], help: 'Default lifetime of one-time enrollment tokens.' },
+  { key: 'sasMaxLifetimeSeconds', kind: 'int', env: 'FLEETPASS_SAS_MAX_LIFETIME_SECONDS', flag: 'sas-max-lifetime-seconds', default: 31536000, range: [60, 315360000], help: 'Largest accepted distance of a SAS token expiry (se) into the future.' },
+  { key: 'webhookTimeoutMs', kind: 'int', env: 'FLEETPASS_WEBHOOK_TIMEOUT_MS', flag: 'webhook-timeout-ms', default: 5000, range: [100, 60000], help: 'Timeout of the optional pre-provisioning webhook.' },
+  { key: 'crlValidityHours', kind: 'int', env: 'FLEETPASS_CRL_VALIDITY_HOURS', flag: 'crl-validity-hours', default: 24, range: [1, 720], help: 'nextUpdate distance of published CRLs.' },
+  { key: 'mqttEndpoint', kind: 'string', env: 'FLEETPASS_MQTT_ENDPOINT', flag: 'mqtt-endpoint', default: null, help: 'MQTT endpoint returned to devices in `endpoints.mqtt` (unless the template sets one).' },
+  { key: 'initialTenantName', kind: 'string', env: 'FLEETPASS_INITIAL_TENANT', flag: 'initial-tenant', default: 'default', help: 'Name of the tenant created on first start.' },
+  { key: 'logLevel', kind: 'enum', env: 'FLEETPASS_LOG_LEVEL', flag: 'log-level', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'Log level (JSON logs on stdout).' },
+  { key: 'shutdownGraceMs', kind: 'int', env: 'FLEETPASS_SHUTDOWN_GRACE_MS', flag: 'shutdown-grace-ms', default: 10000, range: [0, 600000], help: 'How long in-flight requests may take to finish on SIGTERM/SIGINT.' },
+];

@@ -1,0 +1,97 @@
+/** Wiring only: config → key manager → storage → services → transports; graceful close. */
+import { mkdirSync, writeFileSync, chmodSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { systemClock, type Clock } from './core/clock.js';
+import { databaseUrlOf, publicUrlOf } from './config/load.js';
+import type { FleetpassConfig } from './config/schema.js';
+import { SoftKeyManager } from './kms/index.js';
+import { openStore } from './storage/index.js';
+import type { Store } from './registry/store.js';
+import { RegistryService } from './registry/service.js';
+import { AdmissionControl } from './provisioning/admission.js';
+import { Attestor } from './provisioning/attestation.js';
+import { openAuthority, type CertificateAuthority } from './provisioning/authority.js';
+import { ProvisioningPipeline } from './provisioning/pipeline.js';
+import { LifecycleService } from './lifecycle/service.js';
+import { Metrics } from './observability/metrics.js';
+import { createLogger } from './observability/logger.js';
+import { buildHttpApp } from './transports/http/app.js';
+
+export interface Fleetpass {
+  url: string;
+  port: number;
+  app: FastifyInstance;
+  store: Store;
+  authority: CertificateAuthority;
+  registry: RegistryService;
+  /** Set only on the very first start. */
+  adminToken: string | null;
+  adminTokenFile: string;
+  tenantId: string;
+  log: Logger;
+  close(): Promise<void>;
+}
+
+export async function startFleetpass(config: Readonly<FleetpassConfig>, opts: { clock?: Clock; log?: Logger } = {}): Promise<Fleetpass> {
+  const clock = opts.clock ?? systemClock;
+  const log = opts.log ?? createLogger(config.logLevel);
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+
+  const keys = await SoftKeyManager.open({ dataDir: config.dataDir, ...(config.keyPassphrase ? { passphrase: config.keyPassphrase } : {}), logger: { warn: (m: string) => log.warn(m) } });
+  const store = await openStore({ url: databaseUrlOf(config), poolSize: config.dbPoolSize, migrate: true });
+  const closers: Array<() => Promise<void>> = [() => store.close(), () => keys.close()];
+  try {
+    const registry = new RegistryService({ store, secrets: keys, clock, tokenTtlHours: config.enrollmentTokenTtlHours });
+    const boot = await registry.bootstrap(config.initialTenantName);
+    const adminTokenFile = join(config.dataDir, 'admin.token');
+    if (boot.adminToken) {
+      writeFileSync(adminTokenFile, `${boot.adminToken}\n`, { mode: 0o600 });
+      chmodSync(adminTokenFile, 0o600);
+    }
+    // The public URL may depend on the bound port (port 0 in tests); resolved after listen for the
+    // server, but device certificates need it before: with port 0 the configured URL must be set.
+    const publicUrl = publicUrlOf(config);
+    const authority = await openAuthority({ store, keys, algorithm: config.caAlgorithm, organization: config.caOrganization, publicUrl, clock, log: { info: (m) => log.info(m) } });
+    const admission = new AdmissionControl({ maxInFlight: config.admissionMaxInFlight, maxQueue: config.admissionMaxQueue, queueTimeoutMs: config.admissionQueueTimeoutMs, retryAfterSeconds: config.retryAfterSeconds });
+    const metrics = new Metrics({ admissionStats: () => admission.stats() });
+    admission.onReject = (code) => metrics.admissionRejected.inc({ reason: code });
+    const attestor = new Attestor({ store, secrets: keys, clock, sasMaxLifetimeSeconds: config.sasMaxLifetimeSeconds });
+    const pipeline = new ProvisioningPipeline({
+      store, attestor, authority, admission, metrics, clock, log,
+      settings: { maxCsrBytes: config.maxCsrBytes, minRsaBits: config.minRsaBits, deviceCertValidityDays: config.deviceCertValidityDays, webhookTimeoutMs: config.webhookTimeoutMs, publicUrl, mqttEndpoint: config.mqttEndpoint },
+    });
+    const lifecycle = new LifecycleService({ store, registry, authority, clock, crlValidityHours: config.crlValidityHours });
+    const tls = await authority.issueServerTls(config.serverNames);
+    const app = await buildHttpApp({ store, pipeline, registry, lifecycle, authority, metrics, log }, { maxBodyBytes: config.maxBodyBytes, tls });
+    await app.listen({ host: config.host, port: config.port });
+    const address = app.server.address();
+    const port = typeof address === 'object' && address ? address.port : config.port;
+    let closing: Promise<void> | undefined;
+    return {
+      url: `https://localhost:${port}`,
+      port,
+      app,
+      store,
+      authority,
+      registry,
+      adminToken: boot.adminToken,
+      adminTokenFile,
+      tenantId: boot.tenant.id,
+      log,
+      close() {
+        closing ??= (async () => {
+          admission.close();
+          // app.close() stops accepting and waits for in-flight requests to finish.
+          await app.close();
+          for (const c of closers) await c();
+        })();
+        return closing;
+      },
+    };
+  } catch (e) {
+    for (const c of closers) await c().catch(() => undefined);
+    throw e;
+  }
+}

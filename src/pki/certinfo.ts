@@ -1,0 +1,128 @@
+/** Certificate parsing into the flat CertificateInfo shape used across Fleetpass. */
+import { X509Certificate } from 'node:crypto';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import {
+  AuthorityKeyIdentifier,
+  BasicConstraints,
+  SubjectAlternativeName,
+  SubjectKeyIdentifier,
+  id_ce_authorityKeyIdentifier,
+  id_ce_basicConstraints,
+  id_ce_subjectAltName,
+  id_ce_subjectKeyIdentifier,
+} from '@peculiar/asn1-x509';
+import { FleetpassError } from '../core/errors.js';
+import { sha256Hex } from '../core/ids.js';
+import type { CertificateInfo } from './types.js';
+import { TAG, children, decodeOid, decodeTime, expectTag, integerHex, readExact } from './der.js';
+import { formatName } from './name.js';
+import { pemToDer } from './pem.js';
+
+/** CertificateInfo plus the details path validation needs. */
+export interface CertificateDetails extends CertificateInfo {
+  /** basicConstraints pathLenConstraint, when present. */
+  pathLength: number | undefined;
+  publicKeySpki: Buffer;
+  /** Exact DER of the subject and issuer names. */
+  subjectDer: Buffer;
+  issuerDer: Buffer;
+}
+
+function toDer(input: string | Buffer): Buffer {
+  if (Buffer.isBuffer(input)) {
+    if (input.length > 0 && input[0] === TAG.SEQUENCE) return input;
+    return pemToDer(input.toString('utf8'), 'CERTIFICATE');
+  }
+  return pemToDer(input, 'CERTIFICATE');
+}
+
+const hex = (b: ArrayBuffer | ArrayBufferView): string =>
+  (ArrayBuffer.isView(b) ? Buffer.from(b.buffer, b.byteOffset, b.byteLength) : Buffer.from(b)).toString('hex');
+
+/** Parses a certificate (PEM, base64 DER or DER). Garbage → FleetpassError('VALIDATION_FAILED'). */
+export function parseCertificateDetails(input: string | Buffer): CertificateDetails {
+  let der: Buffer;
+  try {
+    der = toDer(input);
+    // OpenSSL must accept it too (it is what verifies chains and serves TLS).
+    new X509Certificate(der);
+  } catch (err) {
+    if (err instanceof FleetpassError) throw new FleetpassError('VALIDATION_FAILED', `not a certificate: ${err.message}`, { cause: err });
+    throw new FleetpassError('VALIDATION_FAILED', `not a certificate: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    const cert = readExact(der, TAG.SEQUENCE);
+    const fields = children(expectTag(children(cert)[0], TAG.SEQUENCE, 'tbsCertificate'));
+    let i = fields[0]?.tag === 0xa0 ? 1 : 0;
+    const serialHex = integerHex(expectTag(fields[i++], TAG.INTEGER, 'serialNumber'));
+    i++; // signature
+    const issuerDer = Buffer.from(expectTag(fields[i++], TAG.SEQUENCE, 'issuer').raw);
+    const [nb, na] = children(expectTag(fields[i++], TAG.SEQUENCE, 'validity'));
+    if (!nb || !na) throw new Error('validity malformed');
+    const subjectDer = Buffer.from(expectTag(fields[i++], TAG.SEQUENCE, 'subject').raw);
+    const publicKeySpki = Buffer.from(expectTag(fields[i++], TAG.SEQUENCE, 'subjectPublicKeyInfo').raw);
+    const subject = formatName(subjectDer);
+    const info: CertificateDetails = {
+      der: Buffer.from(der),
+      subject: subject.text,
+      issuer: formatName(issuerDer).text,
+      commonName: subject.commonName,
+      dnsNames: [],
+      uris: [],
+      serialHex,
+      notBefore: decodeTime(nb),
+      notAfter: decodeTime(na),
+      isCa: false,
+      fingerprint: sha256Hex(der),
+      publicKeyFingerprint: sha256Hex(publicKeySpki),
+      subjectKeyIdentifier: undefined,
+      authorityKeyIdentifier: undefined,
+      pathLength: undefined,
+      publicKeySpki,
+      subjectDer,
+      issuerDer,
+    };
+    for (; i < fields.length; i++) {
+      const f = fields[i] as (typeof fields)[number];
+      if (f.tag !== 0xa3) continue;
+      for (const ext of children(expectTag(children(f)[0], TAG.SEQUENCE, 'extensions'))) {
+        const parts = children(ext);
+        const id = decodeOid(expectTag(parts[0], TAG.OID, 'extension id').content);
+        const value = expectTag(parts[parts.length - 1], TAG.OCTET_STRING, 'extension value').content;
+        switch (id) {
+          case id_ce_subjectAltName:
+            for (const gn of AsnConvert.parse(value, SubjectAlternativeName)) {
+              if (gn.dNSName !== undefined) info.dnsNames.push(gn.dNSName);
+              if (gn.uniformResourceIdentifier !== undefined) info.uris.push(gn.uniformResourceIdentifier);
+            }
+            break;
+          case id_ce_basicConstraints: {
+            const bc = AsnConvert.parse(value, BasicConstraints);
+            info.isCa = bc.cA;
+            info.pathLength = bc.pathLenConstraint;
+            break;
+          }
+          case id_ce_subjectKeyIdentifier:
+            info.subjectKeyIdentifier = hex(AsnConvert.parse(value, SubjectKeyIdentifier));
+            break;
+          case id_ce_authorityKeyIdentifier: {
+            const aki = AsnConvert.parse(value, AuthorityKeyIdentifier);
+            if (aki.keyIdentifier) info.authorityKeyIdentifier = hex(aki.keyIdentifier);
+            break;
+          }
+          default:
+            break;
+        }
+      }
+    }
+    return info;
+  } catch (err) {
+    throw new FleetpassError('VALIDATION_FAILED', `certificate is malformed: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Parses a certificate (PEM, base64 DER or DER). Garbage → FleetpassError('VALIDATION_FAILED'). */
+export function parseCertificate(input: string | Buffer): CertificateInfo {
+  const { pathLength: _p, publicKeySpki: _k, subjectDer: _s, issuerDer: _i, ...info } = parseCertificateDetails(input);
+  return info;
+}

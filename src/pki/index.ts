@@ -1,0 +1,12 @@
+export type * from './types.js';
+export { pemToDer, derToPem, splitPemChain } from './pem.js';
+export { parseCsr, checkKeyPolicy, DEFAULT_CSR_LIMITS } from './csr.js';
+export { issueCertificate, selfSignedCertificate, createSelfSignedCa, randomSerial } from './issue.js';
+export type { IssueOptions } from './issue.js';
+export { createRootAndIssuingCa, issueServerCertificate } from './ca.js';
+export type { CaMaterial, CreateCaOptions, ServerCertificate, ServerCertificateOptions } from './ca.js';
+export { parseCertificate } from './certinfo.js';
+export { verifyChain, MAX_CHAIN_DEPTH } from './chain.js';
+export { buildCrl } from './crl.js';
+export type { BuildCrlOptions } from './crl.js';
+export { describePublicKey, keyIdentifier } from './algorithms.js';

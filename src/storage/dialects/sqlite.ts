@@ -1,0 +1,134 @@
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import { CompiledQuery, Kysely, SqliteAdapter, SqliteDialect, SqliteDriver } from 'kysely';
+import type { DatabaseConnection, DialectAdapter, Driver, SqliteDialectConfig } from 'kysely';
+import { FleetpassError } from '../../core/errors.js';
+import type { Database } from '../schema.js';
+import { UNIQUE_KEYS } from '../schema.js';
+import type { DialectCapabilities, ErrorClass } from './capabilities.js';
+import { errorCode, errorMessage } from './capabilities.js';
+import { StoreGuard } from './guard.js';
+import type { OpenedDialect } from './guard.js';
+
+/**
+ * Kysely's SqliteDriver starts transactions with a plain (deferred) BEGIN: the write lock is taken at
+ * the first write, and two processes that both read first then write can deadlock on the lock upgrade
+ * (SQLITE_BUSY without waiting for busy_timeout). BEGIN IMMEDIATE takes the write lock up front, so
+ * a second process simply waits (busy_timeout) for the first to commit. Every store transaction —
+ * including appendAudit's read-last-hash-then-insert — therefore runs under the database's single
+ * write lock, which is what serialises the audit chain across processes on SQLite.
+ */
+class ImmediateSqliteDriver extends SqliteDriver {
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+  }
+}
+
+/**
+ * SQLite supports transactional DDL; Kysely's adapter says it does not (and takes no migration lock,
+ * assuming one process). Declaring it transactional makes the Migrator run inside one BEGIN IMMEDIATE
+ * transaction, so processes starting at the same time migrate one after the other.
+ */
+class TransactionalDdlSqliteAdapter extends SqliteAdapter {
+  override get supportsTransactionalDdl(): boolean {
+    return true;
+  }
+}
+
+class FleetpassSqliteDialect extends SqliteDialect {
+  readonly #config: SqliteDialectConfig;
+
+  constructor(config: SqliteDialectConfig) {
+    super(config);
+    this.#config = config;
+  }
+
+  override createDriver(): Driver {
+    return new ImmediateSqliteDriver(this.#config);
+  }
+
+  override createAdapter(): DialectAdapter {
+    return new TransactionalDdlSqliteAdapter();
+  }
+}
+
+const UNAVAILABLE_PREFIXES = [
+  'SQLITE_BUSY', 'SQLITE_LOCKED', 'SQLITE_CANTOPEN', 'SQLITE_IOERR', 'SQLITE_FULL', 'SQLITE_READONLY',
+  'SQLITE_CORRUPT', 'SQLITE_NOTADB', 'SQLITE_PROTOCOL',
+];
+
+function sqliteConstraintName(message: string, primaryKey: boolean): string | undefined {
+  // "UNIQUE constraint failed: devices.tenant_id, devices.registration_id"
+  const m = /constraint failed: (.+)$/.exec(message);
+  if (!m?.[1]) return undefined;
+  const cols = m[1].split(',').map((s) => s.trim());
+  const table = cols[0]?.split('.')[0];
+  const names = cols.map((c) => c.slice(c.indexOf('.') + 1));
+  if (primaryKey) return `${table}_pkey`;
+  for (const [name, key] of Object.entries(UNIQUE_KEYS)) {
+    if (key.table === table && key.columns.length === names.length && key.columns.every((c, i) => c === names[i])) return name;
+  }
+  return m[1];
+}
+
+export function classifySqliteError(err: unknown): ErrorClass {
+  const code = errorCode(err);
+  if (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+    const constraint = sqliteConstraintName(errorMessage(err), code === 'SQLITE_CONSTRAINT_PRIMARYKEY');
+    return constraint === undefined ? { kind: 'conflict' } : { kind: 'conflict', constraint };
+  }
+  if (code && UNAVAILABLE_PREFIXES.some((p) => code.startsWith(p))) return { kind: 'unavailable' };
+  // better-sqlite3 after close(), or an unopenable path.
+  if (err instanceof TypeError && /database connection is not open|Cannot open database/i.test(err.message)) {
+    return { kind: 'unavailable' };
+  }
+  return undefined;
+}
+
+export const sqliteCapabilities: DialectCapabilities = {
+  name: 'sqlite',
+  keyTextType: 'text',
+  seqType: 'integer',
+  auditSerialisation: 'write-lock',
+  statementErrorAbortsTransaction: false,
+  classifyError: classifySqliteError,
+};
+
+export interface SqliteOptions {
+  /** File path, or ':memory:'. */
+  path: string;
+  /** busy_timeout in ms: how long a writer waits for another process's write lock. Default 5000. */
+  busyTimeoutMs?: number;
+}
+
+function openSqliteDatabase(opts: SqliteOptions): BetterSqlite3.Database {
+  const memory = opts.path === ':memory:';
+  if (!memory) mkdirSync(dirname(resolve(opts.path)), { recursive: true });
+  const sqlite = new BetterSqlite3(opts.path);
+  // busy_timeout first, so switching to WAL waits for another process instead of failing.
+  sqlite.pragma(`busy_timeout = ${Math.max(0, Math.floor(opts.busyTimeoutMs ?? 5000))}`);
+  if (!memory) sqlite.pragma('journal_mode = WAL');
+  sqlite.pragma('synchronous = NORMAL');
+  sqlite.pragma('foreign_keys = ON');
+  return sqlite;
+}
+
+/**
+ * A Kysely instance over one better-sqlite3 connection. Note: better-sqlite3 is synchronous, so while
+ * another process holds the write lock this process blocks (up to busy_timeout) — the price of an
+ * embedded database; scale-out deployments use PostgreSQL.
+ */
+export function createSqliteKysely(opts: SqliteOptions): OpenedDialect {
+  const guard = new StoreGuard(sqliteCapabilities);
+  let sqlite: BetterSqlite3.Database;
+  try {
+    sqlite = openSqliteDatabase(opts);
+  } catch (err) {
+    const mapped = guard.mapError(err);
+    if (mapped instanceof FleetpassError) throw mapped;
+    throw new FleetpassError('STORE_UNAVAILABLE', `cannot open SQLite database ${opts.path}: ${errorMessage(err)}`, { cause: err });
+  }
+  const db = new Kysely<Database>({ dialect: guard.wrapDialect(new FleetpassSqliteDialect({ database: sqlite })) });
+  return { db, guard, capabilities: sqliteCapabilities };
+}

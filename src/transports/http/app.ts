@@ -1,0 +1,174 @@
+import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
+import swagger from '@fastify/swagger';
+import { Ajv } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import type { Logger } from 'pino';
+import { FleetpassError } from '../../core/errors.js';
+import type { DeviceCredential } from '../../provisioning/attestation.js';
+import type { CertificateAuthority } from '../../provisioning/authority.js';
+import type { ProvisioningPipeline } from '../../provisioning/pipeline.js';
+import type { LifecycleService } from '../../lifecycle/service.js';
+import type { RegistryService } from '../../registry/service.js';
+import type { Store } from '../../registry/store.js';
+import type { Metrics } from '../../observability/metrics.js';
+import { peerCertificateChain } from './client-cert.js';
+import { sendError, toCodedError } from './errors.js';
+import { registerAdminRoutes } from './admin-routes.js';
+
+export interface HttpServices {
+  store: Store;
+  pipeline: ProvisioningPipeline;
+  registry: RegistryService;
+  lifecycle: LifecycleService;
+  authority: CertificateAuthority;
+  metrics: Metrics;
+  log: Logger;
+}
+
+export interface HttpOptions {
+  maxBodyBytes: number;
+  tls?: { keyPem: string; certPem: string };
+  /** Seconds a keep-alive connection may idle. */
+  keepAliveTimeoutMs?: number;
+}
+
+/** Credential from the wire: an Authorization header wins over a TLS client certificate. */
+export function credentialFrom(request: FastifyRequest): DeviceCredential {
+  const auth = request.headers.authorization;
+  if (auth) {
+    if (auth.startsWith('SharedAccessSignature ')) return { type: 'sas', authorization: auth };
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
+    if (m) return { type: 'token', token: m[1]! };
+  }
+  const chain = peerCertificateChain(request);
+  if (chain.length > 0) return { type: 'client-certificate', chainDer: chain };
+  return { type: 'none' };
+}
+
+/** The Fastify application: device API, admin API, CA bundle, CRL, health and metrics. server.ts only listens. */
+export async function buildHttpApp(services: HttpServices, opts: HttpOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: services.log.child({ component: 'http' }),
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: opts.maxBodyBytes,
+    keepAliveTimeout: opts.keepAliveTimeoutMs ?? 72_000,
+    ...(opts.tls ? { https: { key: opts.tls.keyPem, cert: opts.tls.certPem, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' as const } } : {}),
+    genReqId: () => `req_${Math.random().toString(36).slice(2, 12)}`,
+  }) as unknown as FastifyInstance;
+
+  // Bodies are validated strictly (no type coercion, unknown fields stay errors); query strings and
+  // path parameters are text on the wire and are coerced.
+  const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
+  const strict = addFormats(new Ajv({ removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false, strict: false }));
+  const coercing = addFormats(new Ajv({ removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false, strict: false }));
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
+
+  // JSON only on these routes; Fastify's default text/plain parser would let a wrong content type through.
+  app.removeContentTypeParser('text/plain');
+
+  app.setErrorHandler((err, request, reply) => {
+    const coded = toCodedError(err as Error);
+    if (coded.code === 'INTERNAL_ERROR') request.log.error({ err }, 'unhandled error');
+    return sendError(reply, coded, request);
+  });
+  app.setNotFoundHandler((request, reply) => sendError(reply, new FleetpassError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`), request));
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'Fleetpass admin and device API', version: '1', description: 'Errors are {"error":{"code","message","action"}}; codes are listed in docs/reason-codes.md.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+
+  // --- public ---------------------------------------------------------------------------------
+  app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {
+    try {
+      await services.store.ping();
+      return { status: 'ready', issuingCa: services.authority.issuing.id };
+    } catch (e) {
+      return reply.code(503).send({ status: 'not ready', error: (e as Error).message });
+    }
+  });
+  app.get('/ca.pem', { schema: { hide: true } }, async (_req, reply) => reply.type('application/x-pem-file').send(services.authority.chainPem));
+  app.get<{ Params: { file: string } }>('/crl/:file', { schema: { hide: true } }, async (req, reply) => {
+    const m = /^(.+)\.crl$/.exec(req.params.file);
+    if (!m) throw new FleetpassError('NOT_FOUND');
+    const der = await services.lifecycle.currentCrl(m[1]!);
+    return reply.type('application/pkix-crl').header('cache-control', 'max-age=60').send(der);
+  });
+  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => reply.type(services.metrics.registry.contentType).send(await services.metrics.registry.metrics()));
+
+  // --- device API -----------------------------------------------------------------------------
+  app.post<{ Body: Record<string, unknown> }>(
+    '/v1/provision',
+    {
+      schema: {
+        tags: ['device'],
+        summary: 'Onboard a device: attest, register, issue its certificate',
+        security: [],
+        // Unknown fields are ignored here on purpose: newer firmware must not break on an older server.
+        // Types are checked by the pipeline, so that every door gives the same coded answer.
+        body: {
+          type: 'object',
+          properties: {
+            registrationId: { description: 'Serial, MAC or EUI: [A-Za-z0-9._:-]{1,128}. Optional with a client certificate (its CN is used).' },
+            csr: { description: 'PKCS#10 certificate request, PEM or base64 DER.' },
+            parameters: { description: 'Object: model, firmwareVersion, region and any template parameters (strings).' },
+          },
+        },
+      },
+    },
+    async (request, reply) => {
+      const body = (request.body ?? {}) as Record<string, unknown>;
+      if (typeof body !== 'object' || Array.isArray(body)) throw new FleetpassError('BAD_REQUEST', 'the body must be a JSON object');
+      const result = await services.pipeline.provision({
+        protocol: 'https',
+        sourceAddress: request.ip,
+        registrationId: body.registrationId,
+        csr: body.csr,
+        parameters: body.parameters,
+        credential: credentialFrom(request),
+      });
+      return reply.code(200).send({
+        deviceId: result.device.id,
+        registrationId: result.device.registrationId,
+        certificatePem: result.certificate.pem,
+        chainPem: result.chainPem,
+        certificateSerial: result.certificate.serial,
+        notAfter: result.certificate.notAfter,
+        configuration: result.configuration,
+        configurationVersion: result.device.configurationVersion,
+        endpoints: result.endpoints,
+      });
+    },
+  );
+
+  app.get('/v1/devices/self', { schema: { tags: ['device'], summary: 'The calling device (operational certificate over TLS)', security: [] } }, async (request) => {
+    const { device, certificate } = await services.lifecycle.identifyDevice(peerCertificateChain(request));
+    return {
+      deviceId: device.id,
+      registrationId: device.registrationId,
+      name: device.name,
+      status: device.status,
+      model: device.model,
+      firmwareVersion: device.firmwareVersion,
+      region: device.region,
+      groups: device.groups,
+      attributes: device.attributes,
+      policy: device.policyName,
+      configurationVersion: device.configurationVersion,
+      certificate: { serial: certificate.serial, notBefore: certificate.notBefore, notAfter: certificate.notAfter },
+    };
+  });
+  app.get('/v1/devices/self/configuration', { schema: { tags: ['device'], summary: "The calling device's configuration document", security: [] } }, async (request, reply) => {
+    const { device } = await services.lifecycle.identifyDevice(peerCertificateChain(request));
+    return reply.header('etag', `"${device.configurationVersion}"`).send({ version: device.configurationVersion, configuration: device.configuration });
+  });
+
+  await app.register(async (admin) => registerAdminRoutes(admin, services), { prefix: '/admin/v1' });
+  app.get('/admin/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  return app;
+}
