@@ -39,10 +39,17 @@ export async function startFleetpass(config: Readonly<FleetpassConfig>, opts: { 
   const log = opts.log ?? createLogger(config.logLevel);
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
 
-  const keys = await SoftKeyManager.open({ dataDir: config.dataDir, ...(config.keyPassphrase ? { passphrase: config.keyPassphrase } : {}), logger: { warn: (m: string) => log.warn(m) } });
   const store = await openStore({ url: databaseUrlOf(config), poolSize: config.dbPoolSize, migrate: true });
-  const closers: Array<() => Promise<void>> = [() => store.close(), () => keys.close()];
+  const closers: Array<() => Promise<void>> = [() => store.close()];
   try {
+    const keys = await SoftKeyManager.open({
+      dataDir: config.dataDir,
+      ...(config.keyPassphrase ? { passphrase: config.keyPassphrase } : {}),
+      logger: { warn: (m: string) => log.warn(m) },
+      // Encrypted key files are replicated into the database so that processes sharing it share the CA.
+      blobs: { getKeyBlob: (id) => store.getSetting(`kms.soft.${id}`), putKeyBlob: async (id, pem) => void (await store.putSettingIfAbsent(`kms.soft.${id}`, pem)) },
+    });
+    closers.unshift(() => keys.close());
     const registry = new RegistryService({ store, secrets: keys, clock, tokenTtlHours: config.enrollmentTokenTtlHours });
     const boot = await registry.bootstrap(config.initialTenantName);
     const adminTokenFile = join(config.dataDir, 'admin.token');
@@ -58,11 +65,11 @@ export async function startFleetpass(config: Readonly<FleetpassConfig>, opts: { 
     const metrics = new Metrics({ admissionStats: () => admission.stats() });
     admission.onReject = (code) => metrics.admissionRejected.inc({ reason: code });
     const attestor = new Attestor({ store, secrets: keys, clock, sasMaxLifetimeSeconds: config.sasMaxLifetimeSeconds });
+    const lifecycle = new LifecycleService({ store, registry, authority, clock, crlValidityHours: config.crlValidityHours, renewalWindowDays: config.renewalWindowDays });
     const pipeline = new ProvisioningPipeline({
-      store, attestor, authority, admission, metrics, clock, log,
-      settings: { maxCsrBytes: config.maxCsrBytes, minRsaBits: config.minRsaBits, deviceCertValidityDays: config.deviceCertValidityDays, webhookTimeoutMs: config.webhookTimeoutMs, publicUrl, mqttEndpoint: config.mqttEndpoint },
+      store, attestor, authority, admission, metrics, clock, log, identifier: lifecycle,
+      settings: { maxCsrBytes: config.maxCsrBytes, minRsaBits: config.minRsaBits, deviceCertValidityDays: config.deviceCertValidityDays, webhookTimeoutMs: config.webhookTimeoutMs, publicUrl, mqttEndpoint: config.mqttEndpoint, renewalWindowDays: config.renewalWindowDays },
     });
-    const lifecycle = new LifecycleService({ store, registry, authority, clock, crlValidityHours: config.crlValidityHours });
     const tls = await authority.issueServerTls(config.serverNames);
     const app = await buildHttpApp({ store, pipeline, registry, lifecycle, authority, metrics, log }, { maxBodyBytes: config.maxBodyBytes, tls });
     await app.listen({ host: config.host, port: config.port });

@@ -30,3 +30,13 @@ export interface SecretBox {
   seal(plaintext: Buffer): string;
   open(sealed: string): Buffer;
 }
+
+/**
+ * Where the soft key manager replicates its encrypted key files, so that several Fleetpass processes
+ * sharing one database (scale-out) can load the CA keys without sharing a disk. Blobs are the
+ * passphrase-encrypted PKCS#8 PEM: the database never sees a usable key.
+ */
+export interface KeyBlobStore {
+  getKeyBlob(id: string): Promise<string | undefined>;
+  putKeyBlob(id: string, encryptedPem: string): Promise<void>;
+}

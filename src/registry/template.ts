@@ -63,10 +63,22 @@ export function compareVersions(a: string, b: string): number {
   return (pa.pre ?? '').localeCompare(pb.pre ?? '');
 }
 
-/** String-valued provisioning parameters; non-string scalars are stringified, objects ignored. */
+/** Parameters the pipeline itself reads: strictly typed, unlike template-specific ones. */
+const KNOWN_PARAMETERS = ['model', 'firmwareVersion', 'region'] as const;
+
+/**
+ * String-valued provisioning parameters. The known ones must be short strings (PARAMETER_INVALID
+ * otherwise); other scalars are stringified and nested objects ignored, so newer firmware that sends
+ * more does not break.
+ */
 export function parameterVars(parameters: Record<string, unknown>): Record<string, string> {
   const out: Record<string, string> = {};
+  for (const k of KNOWN_PARAMETERS) {
+    const v = parameters[k];
+    if (v !== undefined && (typeof v !== 'string' || v.length === 0 || v.length > 128)) fail('PARAMETER_INVALID', `parameters.${k} must be a string of 1 to 128 characters`);
+  }
   for (const [k, v] of Object.entries(parameters)) {
+    if (typeof v === 'string' && v.length > 1024) fail('PARAMETER_INVALID', `parameters.${k} is longer than 1024 characters`);
     if (typeof v === 'string') out[k] = v;
     else if (typeof v === 'number' || typeof v === 'boolean') out[k] = String(v);
   }

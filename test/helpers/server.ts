@@ -1,6 +1,7 @@
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { rmSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
 import { loadConfig } from '../../src/config/load.js';
 import type { FleetpassConfig } from '../../src/config/schema.js';
 import { startFleetpass, type Fleetpass } from '../../src/main.js';
@@ -46,7 +47,10 @@ export interface TestServer {
   caPem: string;
   request(method: string, path: string, opts?: RequestOptions): Promise<HttpResult>;
   admin(method: string, path: string, body?: unknown, token?: string): Promise<HttpResult>;
+  /** Stops the server and removes its data folder. */
   close(): Promise<void>;
+  /** Stops the server, keeping the data folder for a restart. */
+  stop(): Promise<void>;
 }
 
 /** A real Fleetpass on a free port over real TLS, on the given database URL, in a temp data folder. */
@@ -58,7 +62,12 @@ export async function startTestServer(databaseUrl: string | null, overrides: Par
   });
   const fp = await startFleetpass(config);
   const caPem = fp.authority.chainPem;
-  const adminToken = fp.adminToken ?? '';
+  // A later server on an already bootstrapped database gets its own admin key for the first tenant.
+  let adminToken = fp.adminToken;
+  if (!adminToken) {
+    adminToken = `fpk_${randomBytes(24).toString('base64url')}`;
+    await fp.store.createApiKey({ id: `key_test${randomBytes(6).toString('hex')}`, tenantId: fp.tenantId, name: 'test admin', role: 'admin', tokenHash: createHash('sha256').update(adminToken).digest('hex'), createdAt: new Date().toISOString(), revokedAt: null });
+  }
   const request = (method: string, path: string, opts: RequestOptions = {}): Promise<HttpResult> =>
     new Promise((resolve, reject) => {
       const payload = opts.rawBody ?? (opts.body !== undefined ? JSON.stringify(opts.body) : undefined);
@@ -99,6 +108,9 @@ export async function startTestServer(databaseUrl: string | null, overrides: Par
     async close() {
       await fp.close();
       rmSync(dataDir, { recursive: true, force: true });
+    },
+    async stop() {
+      await fp.close();
     },
   };
 }

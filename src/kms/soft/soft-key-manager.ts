@@ -9,13 +9,15 @@ import type { KeyObject } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { newId } from '../../core/ids.js';
-import type { KeyAlgorithm, KeyManager, SecretBox, Signer } from '../types.js';
+import type { KeyAlgorithm, KeyBlobStore, KeyManager, SecretBox, Signer } from '../types.js';
 
 export interface SoftKeyManagerOptions {
   dataDir: string;
   /** FLEETPASS_KEY_PASSPHRASE; when absent a generated master key file is used (and warned about). */
   passphrase?: string;
   logger?: { warn(msg: string): void };
+  /** Shared copy of the encrypted key files (the database), for processes that share no disk. */
+  blobs?: KeyBlobStore;
 }
 
 const KEY_REF_PREFIX = 'soft:';
@@ -116,6 +118,7 @@ export class SoftKeyManager implements KeyManager, SecretBox {
     private readonly keysDir: string,
     private readonly secret: Buffer,
     private readonly boxKey: Buffer,
+    private readonly blobs: KeyBlobStore | undefined,
   ) {}
 
   static async open(opts: SoftKeyManagerOptions): Promise<SoftKeyManager> {
@@ -138,16 +141,17 @@ export class SoftKeyManager implements KeyManager, SecretBox {
     const boxKey = await new Promise<Buffer>((resolve, reject) =>
       scrypt(secret, SECRETBOX_SALT, 32, { N: 1 << 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 }, (err, key) => (err ? reject(err) : resolve(key))),
     );
-    return new SoftKeyManager(keysDir, secret, boxKey);
+    return new SoftKeyManager(keysDir, secret, boxKey, opts.blobs);
   }
 
   async createKey(algorithm: KeyAlgorithm, label: string): Promise<Signer> {
     const key = await generate(algorithm);
     const id = newId(slug(label));
     const keyRef = `${KEY_REF_PREFIX}${id}`;
-    const pem = key.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: this.secret });
+    const pem = key.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: this.secret }) as string;
     // 'wx': never overwrite an existing key.
     await fs.writeFile(this.pathOf(id), pem, { mode: 0o600, flag: 'wx' });
+    await this.blobs?.putKeyBlob(id, pem);
     const signer = new SoftSigner(keyRef, algorithm, key);
     this.signers.set(keyRef, Promise.resolve(signer));
     return signer;
@@ -171,8 +175,11 @@ export class SoftKeyManager implements KeyManager, SecretBox {
     try {
       pem = await fs.readFile(this.pathOf(id), 'utf8');
     } catch (err) {
-      if (isErrno(err, 'ENOENT')) throw new Error(`key ${keyRef} not found in ${this.keysDir}`, { cause: err });
-      throw err;
+      if (!isErrno(err, 'ENOENT')) throw err;
+      // Another process created the key: take the encrypted copy from the shared store.
+      const replicated = await this.blobs?.getKeyBlob(id);
+      if (replicated === undefined) throw new Error(`key ${keyRef} not found in ${this.keysDir}${this.blobs ? ' nor in the database' : ''}`, { cause: err });
+      pem = replicated;
     }
     let key: KeyObject;
     try {

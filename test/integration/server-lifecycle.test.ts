@@ -1,0 +1,159 @@
+/** Start, restart, shutdown and the webhook, on every storage backend; CA algorithms on SQLite. */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { describeEachBackend } from '../helpers/backends.js';
+import { makeCsr, openssl, tempDir } from '../helpers/openssl.js';
+import { startTestServer } from '../helpers/server.js';
+
+const execFileAsync = promisify(execFile);
+const CLI = new URL('../../src/cli/index.js', import.meta.url).pathname;
+
+/** A customer webhook on loopback: answers with `answer`, after `delayMs`. */
+async function webhook(answer: (body: Record<string, unknown>) => { status: number; body: unknown }, delayMs = 0): Promise<{ url: string; server: Server; calls: Array<Record<string, unknown>> }> {
+  const calls: Array<Record<string, unknown>> = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+      calls.push(body);
+      const a = answer(body);
+      setTimeout(() => {
+        res.writeHead(a.status, { 'content-type': 'application/json' });
+        res.end(typeof a.body === 'string' ? a.body : JSON.stringify(a.body));
+      }, delayMs);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const addr = server.address();
+  return { url: `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/hook`, server, calls };
+}
+
+async function tokenEnrollment(srv: Awaited<ReturnType<typeof startTestServer>>, registrationId: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const r = await srv.admin('POST', '/enrollments', { registrationId, attestation: { type: 'token' }, ...extra });
+  assert.equal(r.status, 201, r.text);
+  return r.json.token;
+}
+
+describeEachBackend('server lifecycle', (ctx) => {
+  it('restarts on the same data: same CA, same tenant, token still valid, no new token printed', async () => {
+    const dir = tempDir('fp-restart-');
+    const first = await startTestServer(ctx().url, {}, dir);
+    const token = first.adminToken;
+    assert.match(token, /^fpk_/);
+    assert.equal(readFileSync(join(dir, 'admin.token'), 'utf8').trim(), token);
+    assert.equal(statSync(join(dir, 'admin.token')).mode & 0o777, 0o600);
+    const ca = first.caPem;
+    await first.stop();
+    const second = await startTestServer(ctx().url, {}, dir);
+    try {
+      assert.equal(second.fp.adminToken, null, 'no second token on restart');
+      assert.equal(second.caPem, ca, 'the same CA chain');
+      assert.equal((await second.admin('GET', '/tenants/current', undefined, token)).status, 200);
+      assert.equal(readFileSync(join(dir, 'admin.token'), 'utf8').trim(), token);
+    } finally {
+      await second.close();
+    }
+  });
+
+  it('finishes an in-flight provisioning request during graceful shutdown', async () => {
+    const hook = await webhook(() => ({ status: 200, body: { allow: true } }), 400);
+    const srv = await startTestServer(ctx().url);
+    try {
+      const dir = tempDir();
+      const token = await tokenEnrollment(srv, 'SLOW-1', { webhookUrl: hook.url });
+      const pending = srv.request('POST', '/v1/provision', { body: { registrationId: 'SLOW-1', csr: makeCsr(dir, 'slow').csrPem }, token });
+      while (hook.calls.length === 0) await new Promise((r) => setTimeout(r, 10));
+      const closing = srv.fp.close();
+      const res = await pending;
+      assert.equal(res.status, 200, res.text);
+      await closing;
+    } finally {
+      hook.server.close();
+      await srv.close();
+    }
+  });
+
+  it('pre-provisioning webhook: allow with parameter overrides, reject with a reason, failure is HOOK_FAILED', async () => {
+    const hook = await webhook((b) => {
+      const rid = b.registrationId as string;
+      if (rid === 'HOOK-NO') return { status: 200, body: { allow: false, reason: 'customer contract ended' } };
+      if (rid === 'HOOK-ERR') return { status: 500, body: 'oops' };
+      if (rid === 'HOOK-BAD') return { status: 200, body: 'not json' };
+      return { status: 200, body: { allow: true, parameterOverrides: { region: 'eu-west' } } };
+    });
+    const srv = await startTestServer(ctx().url);
+    try {
+      const dir = tempDir();
+      const tpl = { deviceName: '${registrationId}-${region}' };
+      const call = async (rid: string) => {
+        const token = await tokenEnrollment(srv, rid, { webhookUrl: hook.url, template: tpl });
+        return srv.request('POST', '/v1/provision', { body: { registrationId: rid, csr: makeCsr(dir, rid).csrPem, parameters: { region: 'us' } }, token });
+      };
+      const ok = await call('HOOK-OK');
+      assert.equal(ok.status, 200, ok.text);
+      assert.equal((await srv.admin('GET', `/devices/${ok.json.deviceId}`)).json.name, 'HOOK-OK-eu-west');
+      const last = hook.calls.find((c) => c.registrationId === 'HOOK-OK')!;
+      assert.deepEqual(last.parameters, { region: 'us' });
+      assert.match(String(last.publicKeyFingerprint), /^[0-9a-f]{64}$/);
+      const no = await call('HOOK-NO');
+      assert.equal(no.status, 403);
+      assert.equal(no.json.error.code, 'HOOK_REJECTED');
+      assert.match(no.json.error.message, /contract ended/);
+      for (const rid of ['HOOK-ERR', 'HOOK-BAD']) {
+        const r = await call(rid);
+        assert.equal(r.status, 502);
+        assert.equal(r.json.error.code, 'HOOK_FAILED');
+      }
+      assert.equal((await srv.admin('GET', '/devices?registrationId=HOOK-NO')).json.items.length, 0);
+    } finally {
+      hook.server.close();
+      await srv.close();
+    }
+  });
+
+  it('`fleetpass migrate` applies the schema once and then reports it up to date', async () => {
+    const url = ctx().url;
+    const { stdout } = await execFileAsync(process.execPath, [CLI, 'migrate', '--database-url', url]);
+    assert.match(stdout, /up to date|applied migrations/);
+    const again = await execFileAsync(process.execPath, [CLI, 'migrate', '--database-url', url]);
+    assert.match(again.stdout, /database schema is up to date/);
+  });
+});
+
+describe('CA key algorithms and key protection', () => {
+  for (const algorithm of ['ecdsa-p384', 'rsa-3072'] as const) {
+    it(`starts with a ${algorithm} CA and issues chains that openssl verifies`, async () => {
+      const srv = await startTestServer(null, { caAlgorithm: algorithm });
+      try {
+        const dir = tempDir();
+        const token = await tokenEnrollment(srv, `ALG-${algorithm}`);
+        const r = await srv.request('POST', '/v1/provision', { body: { registrationId: `ALG-${algorithm}`, csr: makeCsr(dir, 'alg').csrPem }, token });
+        assert.equal(r.status, 200, r.text);
+        const ca = join(dir, 'ca.pem');
+        const leaf = join(dir, 'leaf.pem');
+        (await import('node:fs')).writeFileSync(ca, srv.caPem);
+        (await import('node:fs')).writeFileSync(leaf, r.json.certificatePem);
+        assert.match(openssl(['verify', '-CAfile', ca, leaf]), /OK/);
+        const text = openssl(['x509', '-in', leaf, '-noout', '-text']);
+        assert.match(text, algorithm === 'rsa-3072' ? /sha256WithRSAEncryption/ : /ecdsa-with-SHA384/);
+      } finally {
+        await srv.close();
+      }
+    });
+  }
+
+  it('refuses to start with the wrong key passphrase, naming the setting', async () => {
+    const dir = tempDir('fp-pass-');
+    const srv = await startTestServer(null, { keyPassphrase: 'right' }, dir);
+    await srv.stop();
+    await assert.rejects(startTestServer(null, { keyPassphrase: 'wrong' }, dir), /FLEETPASS_KEY_PASSPHRASE/);
+    const again = await startTestServer(null, { keyPassphrase: 'right' }, dir);
+    await again.close();
+  });
+});
