@@ -34,11 +34,21 @@ export interface Fleetpass {
   close(): Promise<void>;
 }
 
-export async function startFleetpass(config: Readonly<FleetpassConfig>, opts: { clock?: Clock; log?: Logger } = {}): Promise<Fleetpass> {
-  const clock = opts.clock ?? systemClock;
-  const log = opts.log ?? createLogger(config.logLevel);
-  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+interface Core {
+  store: Store;
+  keys: SoftKeyManager;
+  registry: RegistryService;
+  authority: CertificateAuthority;
+  tenantId: string;
+  adminToken: string | null;
+  adminTokenFile: string;
+  publicUrl: string;
+  closers: Array<() => Promise<void>>;
+}
 
+/** Store (migrated), keys, first tenant and admin token, CA: everything a process needs before serving. */
+async function openCore(config: Readonly<FleetpassConfig>, clock: Clock, log: Logger): Promise<Core> {
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const store = await openStore({ url: databaseUrlOf(config), poolSize: config.dbPoolSize, migrate: true });
   const closers: Array<() => Promise<void>> = [() => store.close()];
   try {
@@ -57,10 +67,33 @@ export async function startFleetpass(config: Readonly<FleetpassConfig>, opts: { 
       writeFileSync(adminTokenFile, `${boot.adminToken}\n`, { mode: 0o600 });
       chmodSync(adminTokenFile, 0o600);
     }
-    // The public URL may depend on the bound port (port 0 in tests); resolved after listen for the
-    // server, but device certificates need it before: with port 0 the configured URL must be set.
+    // Device certificates name the CRL by the public URL, so it must be known before the first issue.
     const publicUrl = publicUrlOf(config);
     const authority = await openAuthority({ store, keys, algorithm: config.caAlgorithm, organization: config.caOrganization, publicUrl, clock, log: { info: (m) => log.info(m) } });
+    return { store, keys, registry, authority, tenantId: boot.tenant.id, adminToken: boot.adminToken, adminTokenFile, publicUrl, closers };
+  } catch (e) {
+    for (const c of closers) await c().catch(() => undefined);
+    throw e;
+  }
+}
+
+/**
+ * First-start work done once, before worker processes start: migrations, the first tenant and admin
+ * token, the CA. Workers then only load what exists.
+ */
+export async function prepareFleetpass(config: Readonly<FleetpassConfig>, opts: { clock?: Clock; log?: Logger } = {}): Promise<{ adminToken: string | null; adminTokenFile: string }> {
+  const log = opts.log ?? createLogger(config.logLevel);
+  const core = await openCore(config, opts.clock ?? systemClock, log);
+  for (const c of core.closers) await c();
+  return { adminToken: core.adminToken, adminTokenFile: core.adminTokenFile };
+}
+
+export async function startFleetpass(config: Readonly<FleetpassConfig>, opts: { clock?: Clock; log?: Logger } = {}): Promise<Fleetpass> {
+  const clock = opts.clock ?? systemClock;
+  const log = opts.log ?? createLogger(config.logLevel);
+  const core = await openCore(config, clock, log);
+  const { store, keys, registry, authority, publicUrl, closers } = core;
+  try {
     const admission = new AdmissionControl({ maxInFlight: config.admissionMaxInFlight, maxQueue: config.admissionMaxQueue, queueTimeoutMs: config.admissionQueueTimeoutMs, retryAfterSeconds: config.retryAfterSeconds });
     const metrics = new Metrics({ admissionStats: () => admission.stats() });
     admission.onReject = (code) => metrics.admissionRejected.inc({ reason: code });
@@ -71,7 +104,11 @@ export async function startFleetpass(config: Readonly<FleetpassConfig>, opts: { 
       settings: { maxCsrBytes: config.maxCsrBytes, minRsaBits: config.minRsaBits, deviceCertValidityDays: config.deviceCertValidityDays, webhookTimeoutMs: config.webhookTimeoutMs, publicUrl, mqttEndpoint: config.mqttEndpoint, renewalWindowDays: config.renewalWindowDays },
     });
     const tls = await authority.issueServerTls(config.serverNames);
-    const app = await buildHttpApp({ store, pipeline, registry, lifecycle, authority, metrics, log }, { maxBodyBytes: config.maxBodyBytes, tls });
+    const app = await buildHttpApp({ store, pipeline, registry, lifecycle, authority, metrics, log }, {
+      maxBodyBytes: config.maxBodyBytes,
+      tls,
+      ...(config.trustProxyClientCert ? { proxyClientCert: { trustedProxies: config.trustedProxies, header: config.clientCertHeader } } : {}),
+    });
     await app.listen({ host: config.host, port: config.port });
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
@@ -83,9 +120,9 @@ export async function startFleetpass(config: Readonly<FleetpassConfig>, opts: { 
       store,
       authority,
       registry,
-      adminToken: boot.adminToken,
-      adminTokenFile,
-      tenantId: boot.tenant.id,
+      adminToken: core.adminToken,
+      adminTokenFile: core.adminTokenFile,
+      tenantId: core.tenantId,
       log,
       close() {
         closing ??= (async () => {

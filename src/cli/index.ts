@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, databaseUrlOf, flagSpecs, loadConfig } from '../config/load.js';
 import { SETTINGS } from '../config/schema.js';
-import { startFleetpass } from '../main.js';
+import { serve } from './serve.js';
 import { migrateStore, openStore } from '../storage/index.js';
 import { verifyAuditChain } from '../observability/audit.js';
 import { Progress } from './progress.js';
@@ -13,6 +13,9 @@ Usage:
   fleetpass serve [options]          start the HTTPS server (device API, admin API, EST, /ca.pem)
   fleetpass migrate [options]        run database migrations and exit
   fleetpass audit verify [options]   check the audit log's hash chain; exit 1 if a row was edited or deleted
+  fleetpass simulate --target URL --token T [options]
+                                     boot a virtual fleet against a server and check every answer
+                                     (fleetpass simulate --help for its options)
   fleetpass help                     this text
 
 Options (each also an environment variable; see docs/configuration.md):
@@ -24,39 +27,13 @@ function parse(argv: string[]) {
   return parseArgs({ args: argv, options: { ...flagSpecs(), help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
 }
 
-async function serve(flags: Record<string, string | boolean | undefined>): Promise<void> {
-  const config = loadConfig({ flags });
-  const fp = await startFleetpass(config);
-  const lines = [`Fleetpass is listening on ${fp.url} (bound to ${config.host}:${fp.port})`, `  CA bundle for devices:  ${fp.url}/ca.pem`, `  admin API:              ${fp.url}/admin/v1/  (OpenAPI: ${fp.url}/admin/v1/openapi.json)`, `  data folder:            ${config.dataDir}`];
-  if (fp.adminToken) {
-    lines.push('', `  First start: admin API token (shown once, also saved to ${fp.adminTokenFile}, mode 0600):`, `    ${fp.adminToken}`);
-  } else {
-    lines.push(`  admin API token:        in ${fp.adminTokenFile}`);
-  }
-  process.stdout.write(`${lines.join('\n')}\n`);
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    fp.log.info({ signal }, 'shutting down: finishing in-flight requests');
-    const force = setTimeout(() => {
-      fp.log.error(`in-flight requests did not finish within ${config.shutdownGraceMs} ms; exiting`);
-      process.exit(1);
-    }, config.shutdownGraceMs);
-    force.unref();
-    fp.close().then(
-      () => process.exit(0),
-      (e: unknown) => {
-        fp.log.error({ err: e }, 'error during shutdown');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
-}
 
 async function main(): Promise<number> {
+  // The simulator is a client with its own options; it is loaded only when asked for.
+  if (process.argv[2] === 'simulate') {
+    const { simulateCommand } = await import('../../sim/cli.js');
+    return simulateCommand(process.argv.slice(3));
+  }
   const { values, positionals } = parse(process.argv.slice(2));
   const [cmd, sub] = positionals;
   const flags = values as Record<string, string | boolean | undefined>;

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { isIP } from 'node:net';
 import { SETTINGS, type FleetpassConfig, type SettingSpec } from './schema.js';
 
 export class ConfigError extends Error {
@@ -79,7 +80,13 @@ export function loadConfig(opts: LoadOptions = {}): Readonly<FleetpassConfig> {
   Object.assign(out, opts.overrides ?? {});
   const cfg = out as unknown as FleetpassConfig;
   cfg.dataDir = resolve(cfg.dataDir);
-  return Object.freeze({ ...cfg, serverNames: Object.freeze([...cfg.serverNames]) as string[] });
+  if (cfg.trustProxyClientCert && cfg.trustedProxies.length === 0) {
+    throw new ConfigError('trustProxyClientCert is on but trustedProxies is empty: name the load balancer addresses (--trusted-proxies 10.0.0.5,10.0.0.6)');
+  }
+  for (const p of cfg.trustedProxies) {
+    if (!isIP(p.split('/')[0] ?? '') || (p.includes('/') && !/^\d{1,3}$/.test(p.split('/')[1] ?? ''))) throw new ConfigError(`trustedProxies: "${p}" is not an IP address or CIDR block`);
+  }
+  return Object.freeze({ ...cfg, serverNames: Object.freeze([...cfg.serverNames]) as string[], trustedProxies: Object.freeze([...cfg.trustedProxies]) as string[] });
 }
 
 export function databaseUrlOf(cfg: Readonly<FleetpassConfig>): string {

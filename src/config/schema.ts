@@ -33,6 +33,7 @@ export interface FleetpassConfig {
   caOrganization: string;
   keyPassphrase: string | null;
   deviceCertValidityDays: number;
+  renewalWindowDays: number;
   maxBodyBytes: number;
   maxCsrBytes: number;
   minRsaBits: number;
@@ -48,6 +49,10 @@ export interface FleetpassConfig {
   initialTenantName: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   shutdownGraceMs: number;
+  workers: number;
+  trustProxyClientCert: boolean;
+  trustedProxies: string[];
+  clientCertHeader: string;
 }
 
 export const SETTINGS: readonly SettingSpec[] = [
@@ -62,6 +67,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'caOrganization', kind: 'string', env: 'FLEETPASS_CA_ORGANIZATION', flag: 'ca-organization', default: 'Fleetpass', help: 'Organization (O) in the CA certificates created on first start.' },
   { key: 'keyPassphrase', kind: 'string', env: 'FLEETPASS_KEY_PASSPHRASE', default: null, secret: true, help: 'Passphrase that encrypts CA keys at rest. Without it a generated key file is used (and a warning printed).' },
   { key: 'deviceCertValidityDays', kind: 'int', env: 'FLEETPASS_DEVICE_CERT_VALIDITY_DAYS', flag: 'device-cert-validity-days', default: 365, range: [1, 3650], help: 'Default validity of device certificates (a template profile may override).' },
+  { key: 'renewalWindowDays', kind: 'int', env: 'FLEETPASS_RENEWAL_WINDOW_DAYS', flag: 'renewal-window-days', default: 30, range: [1, 3650], help: 'A device may renew its certificate (EST simplereenroll) only this many days before it expires, unless an operator forces renewal.' },
   { key: 'maxBodyBytes', kind: 'int', env: 'FLEETPASS_MAX_BODY_BYTES', flag: 'max-body-bytes', default: 65536, range: [1024, 10485760], help: 'Largest request body accepted.' },
   { key: 'maxCsrBytes', kind: 'int', env: 'FLEETPASS_MAX_CSR_BYTES', flag: 'max-csr-bytes', default: 16384, range: [256, 1048576], help: 'Largest CSR accepted (DER bytes).' },
   { key: 'minRsaBits', kind: 'int', env: 'FLEETPASS_MIN_RSA_BITS', flag: 'min-rsa-bits', default: 2048, range: [2048, 16384], help: 'Smallest RSA key accepted in a CSR.' },
@@ -77,4 +83,8 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'initialTenantName', kind: 'string', env: 'FLEETPASS_INITIAL_TENANT', flag: 'initial-tenant', default: 'default', help: 'Name of the tenant created on first start.' },
   { key: 'logLevel', kind: 'enum', env: 'FLEETPASS_LOG_LEVEL', flag: 'log-level', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'Log level (JSON logs on stdout).' },
   { key: 'shutdownGraceMs', kind: 'int', env: 'FLEETPASS_SHUTDOWN_GRACE_MS', flag: 'shutdown-grace-ms', default: 10000, range: [0, 600000], help: 'How long in-flight requests may take to finish on SIGTERM/SIGINT.' },
+  { key: 'workers', kind: 'int', env: 'FLEETPASS_WORKERS', flag: 'workers', default: 0, range: [0, 256], help: 'Server processes sharing the port (0 = one per CPU core). First-start work (migrations, CA) runs once before they start.' },
+  { key: 'trustProxyClientCert', kind: 'bool', env: 'FLEETPASS_TRUST_PROXY_CLIENT_CERT', flag: 'trust-proxy-client-cert', default: false, help: 'Accept the client certificate from the clientCertHeader header when a load balancer terminates mTLS; only from trustedProxies.' },
+  { key: 'trustedProxies', kind: 'list', env: 'FLEETPASS_TRUSTED_PROXIES', flag: 'trusted-proxies', default: [], help: 'Addresses (IPv4/IPv6, or CIDR blocks) of the proxies whose client-certificate header is believed (comma separated).' },
+  { key: 'clientCertHeader', kind: 'string', env: 'FLEETPASS_CLIENT_CERT_HEADER', flag: 'client-cert-header', default: 'x-forwarded-client-cert', help: 'Header carrying the client certificate from a trusted proxy: Envoy XFCC (Cert="…"), URL-encoded PEM (nginx $ssl_client_escaped_cert) or base64 DER (HAProxy ssl_c_der,base64).' },
 ];

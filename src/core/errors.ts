@@ -58,6 +58,9 @@ export const REASON_CODES = {
   DEVICE_NOT_FOUND: { httpStatus: 404, meaning: 'The device is not registered.', action: 'Provision the device first.', retryable: false },
   DEVICE_SUSPENDED: { httpStatus: 403, meaning: 'The device is suspended by an operator.', action: 'An operator must resume the device.', retryable: false },
   DEVICE_REVOKED: { httpStatus: 403, meaning: 'The device has been revoked.', action: 'An operator must delete and re-enroll the device.', retryable: false },
+  // --- renewal (EST simplereenroll) --------------------------------------------------------------
+  RENEWAL_NOT_DUE: { httpStatus: 403, meaning: 'The certificate is not yet inside the renewal window before its expiry, and no operator has forced a renewal.', action: 'Retry once the certificate is within renewalWindowDays of its notAfter (the message says when), or have an operator force renewal with POST /admin/v1/devices/<id>/renewal.', retryable: true },
+  SUBJECT_MISMATCH: { httpStatus: 400, meaning: "The re-enrollment CSR's subject or subjectAltName differ from those of the certificate being renewed (RFC 7030 section 4.2.2).", action: 'Copy the subject and subjectAltName of the current certificate into the CSR, e.g. openssl x509 -x509toreq -copy_extensions copyall.', retryable: false },
   // --- capacity and infrastructure -------------------------------------------------------------
   RATE_LIMITED: { httpStatus: 429, meaning: 'Too many requests are queued; the server deferred this one.', action: 'Retry after the Retry-After seconds, with exponential backoff and full jitter.', retryable: true },
   OVERLOADED: { httpStatus: 503, meaning: 'The server is at capacity or shutting down.', action: 'Retry after the Retry-After seconds, with exponential backoff and full jitter.', retryable: true },

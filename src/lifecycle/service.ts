@@ -6,7 +6,7 @@ import type { Principal, RegistryService } from '../registry/service.js';
 import { requireRole } from '../registry/service.js';
 import type { CertificateRecord, Device } from '../registry/types.js';
 import type { CertificateAuthority } from '../provisioning/authority.js';
-import { checkDeviceUsable } from '../provisioning/pipeline.js';
+import { DEFAULT_RENEWAL_WINDOW_DAYS, checkDeviceUsable, parseRenewalForce, renewalForceSettingKey, type RenewalForce } from '../provisioning/pipeline.js';
 
 /** RFC 5280 CRLReason names accepted by the admin API. */
 export const REVOCATION_REASONS = {
@@ -27,6 +27,20 @@ export interface LifecycleDeps {
   authority: CertificateAuthority;
   clock: Clock;
   crlValidityHours: number;
+  /** Days before expiry from which devices may renew (shown by renewalStatus); default 30. */
+  renewalWindowDays?: number;
+}
+
+/** Where a device stands with renewal: its active certificate, the window, and any operator force. */
+export interface RenewalStatus {
+  deviceId: string;
+  certificate: { id: string; serial: string; notAfter: string } | null;
+  windowDays: number;
+  /** When the device may renew on its own (notAfter − windowDays); null without an active certificate. */
+  windowOpensAt: string | null;
+  /** Whether a re-enrollment now would be accepted (window open or forced). */
+  renewable: boolean;
+  force: RenewalForce | null;
 }
 
 /** Device and certificate life after onboarding: suspend, resume, revoke, delete, CRL, self-identification. */
@@ -131,11 +145,58 @@ export class LifecycleService {
     return der;
   }
 
+  async renewalStatus(p: Principal, id: string): Promise<RenewalStatus> {
+    const d = await this.getDevice(p, id);
+    return this.statusOf(d, parseRenewalForce(await this.deps.store.getSetting(renewalForceSettingKey(d.id))));
+  }
+
+  private async statusOf(d: Device, force: RenewalForce | null): Promise<RenewalStatus> {
+    const windowDays = this.deps.renewalWindowDays ?? DEFAULT_RENEWAL_WINDOW_DAYS;
+    const cert = await this.deps.store.findActiveCertificate(d.id, d.publicKeyFingerprint);
+    const now = this.deps.clock.now();
+    const opens = cert ? new Date(new Date(cert.notAfter).getTime() - windowDays * 86_400_000) : null;
+    const activeForce = force && new Date(force.until) > now ? force : null;
+    return {
+      deviceId: d.id,
+      certificate: cert ? { id: cert.id, serial: cert.serial, notAfter: cert.notAfter } : null,
+      windowDays,
+      windowOpensAt: opens ? opens.toISOString() : null,
+      renewable: cert !== undefined && d.status === 'active' && (activeForce !== null || (opens !== null && opens <= now)),
+      force: activeForce,
+    };
+  }
+
+  /**
+   * Lets the device renew once outside the renewal window (force, until `until`, default 7 days), or
+   * withdraws that permission (force false). Consumed by the next successful re-enrollment. Audited.
+   */
+  async setRenewalForce(p: Principal, id: string, force: boolean, until?: string): Promise<RenewalStatus> {
+    requireRole(p, 'operator');
+    const now = this.deps.clock.now();
+    let value: RenewalForce | null = null;
+    if (force) {
+      const end = until === undefined ? new Date(now.getTime() + 7 * 86_400_000) : new Date(until);
+      if (Number.isNaN(end.getTime())) fail('VALIDATION_FAILED', 'until must be an ISO 8601 date-time');
+      if (end <= now) fail('VALIDATION_FAILED', 'until must be in the future');
+      if (end.getTime() - now.getTime() > 366 * 86_400_000) fail('VALIDATION_FAILED', 'until must be within a year');
+      value = { until: end.toISOString(), by: `apikey:${p.apiKeyId}`, at: now.toISOString() };
+    }
+    const device = await this.deps.store.transaction(async (tx) => {
+      const d = await tx.getDevice(p.tenantId, id);
+      if (!d) fail('NOT_FOUND');
+      if (value && d.status !== 'active') fail('CONFLICT', `device ${d.id} is ${d.status}; a ${d.status} device cannot renew`);
+      await tx.setSetting(renewalForceSettingKey(d.id), value ? JSON.stringify(value) : '');
+      await this.deps.registry.audit(tx, p, { action: force ? 'device.renewal.force' : 'device.renewal.unforce', resourceType: 'device', resourceId: d.id, details: { registrationId: d.registrationId, ...(value ? { until: value.until } : {}) } });
+      return d;
+    });
+    return this.statusOf(device, value);
+  }
+
   /**
    * Identifies a device by its operational certificate (device API, EST re-enroll): signed by our
-   * issuing CA, on record, active, unexpired, and its device usable.
+   * issuing CA, on record, active (or superseded, with allowSuperseded), unexpired, and its device usable.
    */
-  async identifyDevice(chainDer: Buffer[]): Promise<{ device: Device; certificate: CertificateRecord }> {
+  async identifyDevice(chainDer: Buffer[], opts: { allowSuperseded?: boolean } = {}): Promise<{ device: Device; certificate: CertificateRecord }> {
     const leafDer = chainDer[0];
     if (!leafDer) fail('ATTESTATION_MISSING', 'present the operational certificate as the TLS client certificate');
     const { authority, store, clock } = this.deps;
@@ -144,7 +205,7 @@ export class LifecycleService {
     const cert = await store.getCertificateBySerial(info.serialHex);
     if (!cert || cert.issuerCaId !== authority.issuing.id || parseCertificate(cert.pem).fingerprint !== info.fingerprint) fail('CERTIFICATE_UNTRUSTED', 'this certificate is not on record');
     if (cert.status === 'revoked') fail('CERTIFICATE_REVOKED');
-    if (cert.status !== 'active') fail('CERTIFICATE_REVOKED', 'this certificate was superseded by a newer one');
+    if (cert.status !== 'active' && !(opts.allowSuperseded && cert.status === 'superseded')) fail('CERTIFICATE_REVOKED', 'this certificate was superseded by a newer one');
     if (!cert.deviceId || !cert.tenantId) fail('DEVICE_NOT_FOUND');
     const device = await store.getDevice(cert.tenantId, cert.deviceId);
     if (!device) fail('DEVICE_NOT_FOUND');

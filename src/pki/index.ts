@@ -10,3 +10,8 @@ export { verifyChain, MAX_CHAIN_DEPTH } from './chain.js';
 export { buildCrl } from './crl.js';
 export type { BuildCrlOptions } from './crl.js';
 export { describePublicKey, keyIdentifier } from './algorithms.js';
+export { certsOnlyPkcs7, csrAttributes } from './pkcs7.js';
+export type { CsrKeyRequest } from './pkcs7.js';
+export { generateKeyPairLike } from './keygen.js';
+export type { GeneratedKeyPair } from './keygen.js';
+export { renewalNameMismatch, renewalNamesOf, csrSubjectAltNames, certificateSubjectAltNames } from './renewal.js';

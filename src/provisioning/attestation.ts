@@ -13,7 +13,15 @@ export type DeviceCredential =
   | { type: 'client-certificate'; chainDer: Buffer[] }
   | { type: 'sas'; authorization: string }
   | { type: 'token'; token: string }
+  /** HTTP Basic (EST): username = registration ID; password = a one-time token or the symmetric-key-derived device key. */
+  | { type: 'basic'; username: string; password: string }
   | { type: 'none' };
+
+/** Narrows which enrollment may match, beyond what the credential says. */
+export interface AttestationScope {
+  /** Only the enrollment group of this name (EST label, RFC 7030 section 3.2.2); individual enrollments never match. */
+  enrollmentName?: string;
+}
 
 export interface AttestationOutcome {
   tenant: Tenant;
@@ -79,16 +87,19 @@ export interface AttestationDeps {
 export class Attestor {
   constructor(private readonly deps: AttestationDeps) {}
 
-  async attest(credential: DeviceCredential, claimedRegistrationId: string | undefined): Promise<AttestationOutcome> {
+  async attest(credential: DeviceCredential, claimedRegistrationId: string | undefined, scope: AttestationScope = {}): Promise<AttestationOutcome> {
+    const label = scope.enrollmentName;
     switch (credential.type) {
       case 'client-certificate':
-        return this.attestCertificate(credential.chainDer, claimedRegistrationId);
+        return this.attestCertificate(credential.chainDer, claimedRegistrationId, label);
       case 'sas':
-        return this.attestSas(credential.authorization, claimedRegistrationId);
+        return this.attestSas(credential.authorization, claimedRegistrationId, label);
       case 'token':
-        return this.attestToken(credential.token, claimedRegistrationId);
+        return this.attestToken(credential.token, claimedRegistrationId, label);
+      case 'basic':
+        return this.attestBasic(credential.username, credential.password, claimedRegistrationId, label);
       case 'none':
-        return fail('ATTESTATION_MISSING', 'present a client certificate, a SharedAccessSignature or a Bearer enrollment token');
+        return fail('ATTESTATION_MISSING', 'present a client certificate, a SharedAccessSignature, a Bearer enrollment token or HTTP Basic credentials');
     }
   }
 
@@ -98,7 +109,7 @@ export class Attestor {
     return t;
   }
 
-  private async attestCertificate(chainDer: Buffer[], claimed: string | undefined): Promise<AttestationOutcome> {
+  private async attestCertificate(chainDer: Buffer[], claimed: string | undefined, label: string | undefined): Promise<AttestationOutcome> {
     const [leafDer, ...intermediates] = chainDer;
     if (!leafDer) fail('ATTESTATION_MISSING');
     let leaf: CertificateInfo;
@@ -114,7 +125,7 @@ export class Attestor {
 
     // 1. An individual enrollment pinned to exactly this certificate.
     const individuals = await this.deps.store.findIndividualEnrollments(null, registrationId);
-    const pinned = individuals.find((e) => e.attestation.type === 'x509-leaf' && e.attestation.certificateFingerprint === leaf.fingerprint);
+    const pinned = label === undefined ? individuals.find((e) => e.attestation.type === 'x509-leaf' && e.attestation.certificateFingerprint === leaf.fingerprint) : undefined;
     if (pinned) {
       if (leaf.notAfter < now || leaf.notBefore > now) fail('CERTIFICATE_EXPIRED', `the client certificate is valid ${leaf.notBefore.toISOString()} to ${leaf.notAfter.toISOString()}`);
       return { tenant: await this.tenantOf(pinned), enrollment: pinned, registrationId, method: 'x509-leaf' };
@@ -142,9 +153,9 @@ export class Attestor {
     // The same CA certificate may be trusted by several tenants; each upload is its own record.
     const anchorFp = candidates.get(anchorId)!.fingerprint;
     const caIds = [...candidates.entries()].filter(([, c]) => c.fingerprint === anchorFp).map(([id]) => id);
-    const enrollments = await this.deps.store.findEnrollmentsByCaIds(caIds);
+    const enrollments = inScope(await this.deps.store.findEnrollmentsByCaIds(caIds), label);
     const chosen = pickEnrollment(enrollments, registrationId);
-    if (!chosen) fail('ENROLLMENT_NOT_FOUND', `the CA "${leaf.issuer}" is trusted but no enrollment uses it`);
+    if (!chosen) fail('ENROLLMENT_NOT_FOUND', label === undefined ? `the CA "${leaf.issuer}" is trusted but no enrollment uses it` : `no enrollment group named "${label}" trusts the CA "${leaf.issuer}"`);
     if (chosen.attestation.type === 'x509-ca' && chosen.attestation.requireRegistrationIdMatch) {
       const names = [leaf.commonName, ...leaf.dnsNames, ...leaf.uris].filter((n): n is string => n !== undefined);
       if (!names.includes(registrationId)) fail('REGISTRATION_ID_MISMATCH', `registration ID "${registrationId}" is neither the certificate CN nor one of its SANs`);
@@ -152,7 +163,7 @@ export class Attestor {
     return { tenant: await this.tenantOf(chosen), enrollment: chosen, registrationId, method: 'x509-ca' };
   }
 
-  private async attestSas(authorization: string, claimed: string | undefined): Promise<AttestationOutcome> {
+  private async attestSas(authorization: string, claimed: string | undefined, label: string | undefined): Promise<AttestationOutcome> {
     const sas = parseSasHeader(authorization);
     const m = /^([^/]+)\/registrations\/([^/]+)$/.exec(sas.sr);
     if (!m) fail('ATTESTATION_FAILED', 'sr must be <idScope>/registrations/<registrationId>');
@@ -175,26 +186,58 @@ export class Attestor {
       const key = Buffer.from(deviceKeyB64, 'base64');
       return toSign.some((s) => safeEqual(createHmac('sha256', key).update(s, 'utf8').digest('base64'), sas.sig));
     };
-    const keysOf = (e: Enrollment): string[] => {
-      if (e.attestation.type !== 'symmetric-key') return [];
-      const keys = [this.deps.secrets.open(e.attestation.sealedPrimaryKey).toString('utf8')];
-      if (e.attestation.sealedSecondaryKey) keys.push(this.deps.secrets.open(e.attestation.sealedSecondaryKey).toString('utf8'));
-      return keys;
-    };
-    const individuals = (await this.deps.store.findIndividualEnrollments(tenant.id, srRegistrationId)).filter((e) => e.attestation.type === 'symmetric-key');
+    const keysOf = (e: Enrollment): string[] => this.keysOf(e);
+    const individuals = inScope((await this.deps.store.findIndividualEnrollments(tenant.id, srRegistrationId)).filter((e) => e.attestation.type === 'symmetric-key'), label);
     for (const e of individuals) {
       if (keysOf(e).some(matches)) return { tenant, enrollment: e, registrationId: srRegistrationId, method: 'symmetric-key' };
     }
-    const groups = await this.deps.store.findGroupEnrollments(tenant.id, 'symmetric-key');
+    const groups = inScope(await this.deps.store.findGroupEnrollments(tenant.id, 'symmetric-key'), label);
     const ordered = [...groups.filter((g) => g.enabled), ...groups.filter((g) => !g.enabled)];
     for (const g of ordered) {
       if (keysOf(g).some((k) => matches(deriveDeviceKey(k, srRegistrationId)))) return { tenant, enrollment: g, registrationId: srRegistrationId, method: 'symmetric-key' };
     }
-    if (individuals.length + groups.length === 0) fail('ENROLLMENT_NOT_FOUND', `tenant scope "${idScope}" has no symmetric-key enrollment`);
+    if (individuals.length + groups.length === 0) fail('ENROLLMENT_NOT_FOUND', `tenant scope "${idScope}" has no symmetric-key enrollment${label === undefined ? '' : ` named "${label}"`}`);
     throw new FleetpassError('SIGNATURE_INVALID');
   }
 
-  private async attestToken(token: string, claimed: string | undefined): Promise<AttestationOutcome> {
+  private keysOf(e: Enrollment): string[] {
+    if (e.attestation.type !== 'symmetric-key') return [];
+    const keys = [this.deps.secrets.open(e.attestation.sealedPrimaryKey).toString('utf8')];
+    if (e.attestation.sealedSecondaryKey) keys.push(this.deps.secrets.open(e.attestation.sealedSecondaryKey).toString('utf8'));
+    return keys;
+  }
+
+  /**
+   * HTTP Basic (EST): the username is the registration ID. The password is either a one-time token
+   * (token enrollment for that registration ID) or the device's symmetric key: an individual
+   * symmetric-key enrollment's key itself, or — on a labelled path, where the label names the group —
+   * the key derived from the group key as deriveDeviceKey does. A group key says nothing about the
+   * tenant, so group keys are only tried for the group the label names.
+   */
+  private async attestBasic(username: string, password: string, claimed: string | undefined, label: string | undefined): Promise<AttestationOutcome> {
+    const registrationId = checkRegistrationId(username);
+    if (claimed !== undefined && claimed !== registrationId) fail('REGISTRATION_ID_MISMATCH', `the request says "${claimed}" but the credentials are for "${registrationId}"`);
+    if (password.length === 0 || password.length > 512) fail('ATTESTATION_FAILED', 'the password must be a one-time token or a device key');
+
+    const tokenEnrollment = await this.deps.store.findEnrollmentByTokenHash(sha256Hex(password));
+    if (tokenEnrollment?.attestation.type === 'token') return this.attestToken(password, registrationId, label);
+
+    const matches = (key: string) => safeEqual(key, password);
+    const individuals = label === undefined ? (await this.deps.store.findIndividualEnrollments(null, registrationId)).filter((e) => e.attestation.type === 'symmetric-key') : [];
+    const ordered = (list: Enrollment[]) => [...list.filter((e) => e.enabled), ...list.filter((e) => !e.enabled)];
+    for (const e of ordered(individuals)) {
+      if (this.keysOf(e).some(matches)) return { tenant: await this.tenantOf(e), enrollment: e, registrationId, method: 'symmetric-key' };
+    }
+    const groups = label === undefined ? [] : await this.deps.store.findGroupEnrollmentsByName(label, 'symmetric-key');
+    for (const g of ordered(groups)) {
+      if (this.keysOf(g).some((k) => matches(deriveDeviceKey(k, registrationId)))) return { tenant: await this.tenantOf(g), enrollment: g, registrationId, method: 'symmetric-key' };
+    }
+    if (/^fpt_/.test(password)) fail('TOKEN_INVALID');
+    if (label !== undefined && groups.length === 0) fail('ENROLLMENT_NOT_FOUND', `no symmetric-key enrollment group is named "${label}"`);
+    fail('ATTESTATION_FAILED', `the password is neither a valid one-time token nor the device key of "${registrationId}"`);
+  }
+
+  private async attestToken(token: string, claimed: string | undefined, label: string | undefined): Promise<AttestationOutcome> {
     if (token.length === 0 || token.length > 512) fail('TOKEN_INVALID');
     const e = await this.deps.store.findEnrollmentByTokenHash(sha256Hex(token));
     if (!e || e.attestation.type !== 'token') fail('TOKEN_INVALID');
@@ -202,8 +245,14 @@ export class Attestor {
     const registrationId = e.registrationId;
     if (!registrationId) fail('ENROLLMENT_NOT_FOUND', 'token enrollment has no registration ID');
     if (claimed !== undefined && claimed !== registrationId) fail('REGISTRATION_ID_MISMATCH', `the token was issued for another registration ID`);
+    if (label !== undefined) fail('ENROLLMENT_NOT_FOUND', `"${label}" names an enrollment group, but one-time tokens belong to individual enrollments: use the path without a label`);
     return { tenant: await this.tenantOf(e), enrollment: e, registrationId, method: 'token' };
   }
+}
+
+/** With a label, only the enrollment groups of that name. */
+function inScope(enrollments: Enrollment[], label: string | undefined): Enrollment[] {
+  return label === undefined ? enrollments : enrollments.filter((e) => e.kind === 'group' && e.name === label);
 }
 
 /** An individual enrollment for this registration ID wins over a group; enabled ones over disabled. */

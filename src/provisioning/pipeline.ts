@@ -1,8 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import type { Clock } from '../core/clock.js';
 import { fail, toFleetpassError, type FleetpassError } from '../core/errors.js';
-import { newId } from '../core/ids.js';
-import { parseCsr } from '../pki/index.js';
+import { newId, sha256Hex } from '../core/ids.js';
+import { describePublicKey, generateKeyPairLike, parseCertificate, parseCsr, renewalNameMismatch, renewalNamesOf } from '../pki/index.js';
 import type { ParsedCsr } from '../pki/types.js';
 import type { Repos, Store } from '../registry/store.js';
 import { StoreConflictError } from '../registry/store.js';
@@ -23,6 +23,59 @@ export interface ProvisionRequest {
   csr?: unknown;
   parameters?: unknown;
   credential: DeviceCredential;
+  /** EST label: only the enrollment group of this name may match (RFC 7030 section 3.2.2). */
+  enrollmentName?: string;
+  /**
+   * EST serverkeygen: the server makes the device's key pair (of the CSR key's type) and returns its
+   * PKCS#8 in the result; it is never stored. The CSR still proves possession of the key that signed it.
+   */
+  serverKeygen?: boolean;
+}
+
+/** Renewal or rekey of an onboarded device, authenticated by its current operational certificate. */
+export interface ReenrollRequest {
+  protocol: string;
+  sourceAddress: string | null;
+  /** The TLS client certificate chain, leaf first: the certificate being renewed. */
+  chainDer: Buffer[];
+  /** PKCS#10 with the subject and subjectAltName of that certificate; the same key renews, a new key rekeys. */
+  csr?: unknown;
+  /** Renew outside the renewal window (operator tooling; no device door sets it). */
+  force?: boolean;
+}
+
+/** Finds the device behind an operational certificate (the lifecycle service implements it). */
+export interface DeviceIdentifier {
+  /** With allowSuperseded, a superseded (not revoked) certificate identifies its device too. */
+  identifyDevice(chainDer: Buffer[], opts?: { allowSuperseded?: boolean }): Promise<{ device: Device; certificate: CertificateRecord }>;
+}
+
+export const DEFAULT_RENEWAL_WINDOW_DAYS = 30;
+
+/** An operator's permission for one renewal outside the window (stored per device in the settings table). */
+export interface RenewalForce {
+  until: string;
+  by: string;
+  at: string;
+}
+
+export function renewalForceSettingKey(deviceId: string): string {
+  return `device.${deviceId}.renewal-force`;
+}
+
+/** The request key whose serverkeygen answer may be retried (cleared once the device re-enrolls with its key). */
+export function serverKeygenSettingKey(deviceId: string): string {
+  return `device.${deviceId}.serverkeygen-request-key`;
+}
+
+export function parseRenewalForce(raw: string | undefined): RenewalForce | null {
+  if (!raw) return null;
+  try {
+    const v = JSON.parse(raw) as Partial<RenewalForce>;
+    return typeof v.until === 'string' && typeof v.by === 'string' && typeof v.at === 'string' ? { until: v.until, by: v.by, at: v.at } : null;
+  } catch {
+    return null;
+  }
 }
 
 export interface ProvisionResult {
@@ -34,6 +87,10 @@ export interface ProvisionResult {
   endpoints: Record<string, string>;
   /** True when this was a retry answered with the certificate issued before. */
   reused: boolean;
+  /** serverkeygen only: the device's new private key, DER PKCS#8. Never stored anywhere. */
+  privateKeyPkcs8?: Buffer;
+  /** What the attempt log says about this success (renewal, rekey, server-generated key). */
+  note?: string;
 }
 
 export interface PipelineSettings {
@@ -43,6 +100,8 @@ export interface PipelineSettings {
   webhookTimeoutMs: number;
   publicUrl: string;
   mqttEndpoint: string | null;
+  /** Days before notAfter from which a device may renew; default 30. */
+  renewalWindowDays?: number;
 }
 
 export interface PipelineDeps {
@@ -54,6 +113,8 @@ export interface PipelineDeps {
   clock: Clock;
   settings: PipelineSettings;
   log: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
+  /** Needed by reenroll() only. */
+  identifier?: DeviceIdentifier;
 }
 
 interface AttemptContext {
@@ -72,26 +133,39 @@ export class ProvisioningPipeline {
   constructor(private readonly deps: PipelineDeps) {}
 
   async provision(req: ProvisionRequest): Promise<ProvisionResult> {
+    const registrationId = typeof req.registrationId === 'string' ? req.registrationId.slice(0, 128) : null;
+    return this.attempt(req, registrationId, (ctx) => this.run(req, ctx));
+  }
+
+  /**
+   * Renewal (same key) or rekey (new key) of an onboarded device, identified by its current
+   * operational certificate: the CSR must carry that certificate's subject and subjectAltName
+   * (RFC 7030 section 4.2.2); renewal is allowed from renewalWindowDays before expiry, or earlier when
+   * an operator forced it. The renewed certificate carries the same names, is recorded and the old one
+   * marked superseded (not revoked) in one transaction. A retry whose answer was lost — presenting the
+   * now superseded certificate with the same CSR key — gets the certificate already issued for that key.
+   * Same admission control, attempt log, metrics and audit as provisioning.
+   */
+  async reenroll(req: ReenrollRequest): Promise<ProvisionResult> {
+    return this.attempt(req, null, (ctx) => this.runReenroll(req, ctx));
+  }
+
+  private async attempt(door: { protocol: string; sourceAddress: string | null }, registrationId: string | null, fn: (ctx: AttemptContext) => Promise<ProvisionResult>): Promise<ProvisionResult> {
     const started = performance.now();
-    const ctx: AttemptContext = {
-      tenantId: null,
-      enrollmentId: null,
-      registrationId: typeof req.registrationId === 'string' ? req.registrationId.slice(0, 128) : null,
-      deviceId: null,
-    };
+    const ctx: AttemptContext = { tenantId: null, enrollmentId: null, registrationId, deviceId: null };
     try {
-      const result = await this.deps.admission.run(() => this.run(req, ctx));
-      await this.finish(req, ctx, started, null, result);
+      const result = await this.deps.admission.run(() => fn(ctx));
+      await this.finish(door, ctx, started, null, result);
       return result;
     } catch (err) {
       const fe = toFleetpassError(err);
       if (fe.code === 'INTERNAL_ERROR') this.deps.log.error({ err, registrationId: ctx.registrationId }, 'provisioning failed unexpectedly');
-      await this.finish(req, ctx, started, fe, null);
+      await this.finish(door, ctx, started, fe, null);
       throw fe;
     }
   }
 
-  private async finish(req: ProvisionRequest, ctx: AttemptContext, started: number, error: FleetpassError | null, result: ProvisionResult | null): Promise<void> {
+  private async finish(req: { protocol: string; sourceAddress: string | null }, ctx: AttemptContext, started: number, error: FleetpassError | null, result: ProvisionResult | null): Promise<void> {
     const latencyMs = performance.now() - started;
     const outcome = error ? 'failure' : 'success';
     this.deps.metrics.attempts.inc({ protocol: req.protocol, outcome, reason: error?.code ?? 'OK' });
@@ -109,7 +183,7 @@ export class ProvisioningPipeline {
         sourceAddress: req.sourceAddress,
         outcome,
         reasonCode: error?.code ?? null,
-        message: error ? error.message.slice(0, 500) : result?.reused ? 'retry answered with the certificate issued before' : null,
+        message: error ? error.message.slice(0, 500) : result?.reused ? 'retry answered with the certificate issued before' : (result?.note ?? null),
         deviceId: result?.device.id ?? ctx.deviceId,
         latencyMs: Math.round(latencyMs * 100) / 100,
         createdAt: this.deps.clock.now().toISOString(),
@@ -123,7 +197,7 @@ export class ProvisioningPipeline {
   private async run(req: ProvisionRequest, ctx: AttemptContext): Promise<ProvisionResult> {
     const { clock } = this.deps;
     const claimed = req.registrationId === undefined || req.registrationId === null ? undefined : checkRegistrationId(req.registrationId);
-    const att = await this.deps.attestor.attest(req.credential, claimed);
+    const att = await this.deps.attestor.attest(req.credential, claimed, req.enrollmentName === undefined ? {} : { enrollmentName: req.enrollmentName });
     ctx.tenantId = att.tenant.id;
     ctx.enrollmentId = att.enrollment.id;
     ctx.registrationId = att.registrationId;
@@ -132,12 +206,13 @@ export class ProvisioningPipeline {
     if (!enrollment.enabled) fail('ENROLLMENT_DISABLED', `enrollment "${enrollment.name}" is disabled`);
     if (enrollment.expiresAt && new Date(enrollment.expiresAt) <= now) fail('ENROLLMENT_EXPIRED', `enrollment "${enrollment.name}" expired at ${enrollment.expiresAt}`);
 
-    if (req.csr === undefined || req.csr === null || req.csr === '') fail('CSR_INVALID', 'csr is required (PKCS#10, PEM or base64 DER)');
-    if (typeof req.csr !== 'string' && !Buffer.isBuffer(req.csr)) fail('CSR_INVALID', 'csr must be a string');
-    const csr = parseCsr(req.csr, { maxBytes: this.deps.settings.maxCsrBytes, minRsaBits: this.deps.settings.minRsaBits });
+    let csr = this.parseRequestCsr(req.csr);
 
     if (enrollment.attestation.type === 'token' && enrollment.attestation.usedAt !== null && enrollment.attestation.usedByKeyFingerprint !== csr.publicKeyFingerprint) {
-      fail('TOKEN_REPLAYED', `the token was used at ${enrollment.attestation.usedAt} by another key`);
+      // serverkeygen: the used key was made here; the same request key may retry (its answer may be lost).
+      const usedBy = enrollment.attestation.usedByDeviceId;
+      const keygenRetry = req.serverKeygen === true && usedBy !== null && (await this.deps.store.getSetting(serverKeygenSettingKey(usedBy))) === csr.publicKeyFingerprint;
+      if (!keygenRetry) fail('TOKEN_REPLAYED', `the token was used at ${enrollment.attestation.usedAt} by another key`);
     }
 
     if (req.parameters !== undefined && req.parameters !== null && (typeof req.parameters !== 'object' || Array.isArray(req.parameters))) fail('BAD_REQUEST', 'parameters must be an object');
@@ -156,15 +231,28 @@ export class ProvisioningPipeline {
       params = { ...params, ...overrides };
     }
 
+    let keygen: ServerKeygen | undefined;
+    if (req.serverKeygen) {
+      const made = await generateKeyPairLike(csr.publicKey, this.deps.settings.minRsaBits);
+      keygen = { requestKeyFingerprint: csr.publicKeyFingerprint, privateKeyPkcs8: made.pkcs8, description: made.description };
+      csr = { ...csr, publicKeySpki: made.spki, publicKey: describePublicKey(made.spki), publicKeyFingerprint: sha256Hex(made.spki) };
+    }
+
     // A retry that lost its answer, or two copies of one request racing: loop until the store agrees.
     for (let round = 0; ; round++) {
       try {
-        return await this.register(att.tenant.id, enrollment, att.registrationId, csr, params, body, ctx);
+        return await this.register(att.tenant.id, enrollment, att.registrationId, csr, params, body, ctx, keygen);
       } catch (e) {
         if (e instanceof StoreConflictError && round < 3) continue;
         throw e;
       }
     }
+  }
+
+  private parseRequestCsr(raw: unknown): ParsedCsr {
+    if (raw === undefined || raw === null || raw === '') fail('CSR_INVALID', 'csr is required (PKCS#10, PEM or base64 DER)');
+    if (typeof raw !== 'string' && !Buffer.isBuffer(raw)) fail('CSR_INVALID', 'csr must be a string');
+    return parseCsr(raw, { maxBytes: this.deps.settings.maxCsrBytes, minRsaBits: this.deps.settings.minRsaBits });
   }
 
   private async templateOf(e: Enrollment): Promise<TemplateBody> {
@@ -191,6 +279,7 @@ export class ProvisioningPipeline {
     params: Record<string, string>,
     body: TemplateBody,
     ctx: AttemptContext,
+    keygen?: ServerKeygen,
   ): Promise<ProvisionResult> {
     const { store, clock } = this.deps;
     const existing = await store.getDeviceByRegistrationId(tenantId, registrationId);
@@ -205,7 +294,9 @@ export class ProvisioningPipeline {
           return { device: existing, certificate: cert, chainPem: this.deps.authority.chainPem, configuration: existing.configuration, endpoints, reused: true };
         }
       } else if (enrollment.reprovisionPolicy !== 'replace-key') {
-        fail('REGISTRATION_ID_COLLISION', `device ${existing.id} already holds registration ID "${registrationId}" with another key (enrollment policy: reject)`);
+        // A serverkeygen retry (same request key; the device never used the key made before) replaces that key.
+        const keygenRetry = keygen !== undefined && (await store.getSetting(serverKeygenSettingKey(existing.id))) === keygen.requestKeyFingerprint;
+        if (!keygenRetry) fail('REGISTRATION_ID_COLLISION', `device ${existing.id} already holds registration ID "${registrationId}" with another key (enrollment policy: reject)`);
       }
     }
     const deviceId = existing?.id ?? newId('dev');
@@ -274,11 +365,156 @@ export class ProvisioningPipeline {
       }
       await tx.createCertificate(cert);
       await this.consumeToken(tx, enrollment, csr, deviceId, at);
-      return { device, certificate: cert, chainPem: this.deps.authority.chainPem, configuration: device.configuration, endpoints: this.endpointsFor(rendered.endpoints), reused: false };
+      const result: ProvisionResult = { device, certificate: cert, chainPem: this.deps.authority.chainPem, configuration: device.configuration, endpoints: this.endpointsFor(rendered.endpoints), reused: false };
+      if (keygen) {
+        await tx.setSetting(serverKeygenSettingKey(deviceId), keygen.requestKeyFingerprint);
+        await tx.appendAudit({
+          id: newId('aud'), createdAt: at, actor: `device:${deviceId}`, tenantId, action: 'certificate.serverkeygen', resourceType: 'certificate', resourceId: cert.id,
+          details: { deviceId, registrationId, serial: cert.serial, key: keygen.description, requestKeyFingerprint: keygen.requestKeyFingerprint, replacedKey: existing ? existing.publicKeyFingerprint : null },
+        });
+        result.privateKeyPkcs8 = keygen.privateKeyPkcs8;
+        result.note = `server-generated ${keygen.description} key`;
+      }
+      return result;
     });
     if (outcome === null) throw new StoreConflictError('device changed during provisioning');
     this.deps.metrics.certificatesIssued.inc({ kind: 'device' });
     return outcome;
+  }
+
+  private async runReenroll(req: ReenrollRequest, ctx: AttemptContext): Promise<ProvisionResult> {
+    const identifier = this.deps.identifier;
+    if (!identifier) throw new Error('re-enrollment needs PipelineDeps.identifier (the lifecycle service)');
+    for (let round = 0; ; round++) {
+      try {
+        return await this.renewOnce(identifier, req, ctx);
+      } catch (e) {
+        if (e instanceof StoreConflictError && round < 3) continue;
+        throw e;
+      }
+    }
+  }
+
+  private async renewOnce(identifier: DeviceIdentifier, req: ReenrollRequest, ctx: AttemptContext): Promise<ProvisionResult> {
+    const { store, clock, settings, authority } = this.deps;
+    let identified: Awaited<ReturnType<DeviceIdentifier['identifyDevice']>>;
+    try {
+      identified = await identifier.identifyDevice(req.chainDer, { allowSuperseded: true });
+    } catch (e) {
+      await this.attributeAttempt(req.chainDer[0], ctx);
+      throw e;
+    }
+    const { device, certificate: current } = identified;
+    ctx.tenantId = device.tenantId;
+    ctx.enrollmentId = device.enrollmentId;
+    ctx.registrationId = device.registrationId;
+    ctx.deviceId = device.id;
+
+    const csr = this.parseRequestCsr(req.csr);
+    const mismatch = renewalNameMismatch(csr, current.pem);
+    if (mismatch) fail('SUBJECT_MISMATCH', mismatch);
+    const chainPem = authority.chainPem;
+    const endpoints = this.endpointsFor({});
+
+    if (current.status !== 'active') {
+      // The answer to an earlier renewal was lost: that renewal already issued a certificate for this key.
+      const issued = await store.findActiveCertificate(device.id, csr.publicKeyFingerprint);
+      if (issued && issued.createdAt >= current.createdAt) return { device, certificate: issued, chainPem, configuration: device.configuration, endpoints, reused: true };
+      fail('CERTIFICATE_REVOKED', 'this certificate was superseded by a newer one; re-enroll with the newest certificate');
+    }
+
+    const now = clock.now();
+    const windowDays = settings.renewalWindowDays ?? DEFAULT_RENEWAL_WINDOW_DAYS;
+    const opensAt = new Date(new Date(current.notAfter).getTime() - windowDays * 86_400_000);
+    const operatorForce = parseRenewalForce(await store.getSetting(renewalForceSettingKey(device.id)));
+    const forcedBy = req.force ? 'request' : operatorForce && new Date(operatorForce.until) > now ? 'operator' : null;
+    if (now < opensAt && !forcedBy) {
+      // A concurrent copy of this request may have used the force (and superseded `current`) since we
+      // identified the device: then this is a retry, answered from fresh state.
+      const fresh = await store.getCertificate(device.tenantId, current.id);
+      if (fresh && fresh.status !== 'active') throw new StoreConflictError('the certificate was renewed concurrently');
+      fail('RENEWAL_NOT_DUE', `certificate ${current.serial} expires at ${current.notAfter}; renewal opens at ${opensAt.toISOString()} (${windowDays} days before expiry) unless an operator forces it`);
+    }
+
+    const rekey = csr.publicKeyFingerprint !== current.publicKeyFingerprint;
+    const names = renewalNamesOf(current.pem);
+    const enrollment = await store.getEnrollment(device.tenantId, device.enrollmentId);
+    const body = enrollment ? await this.templateOf(enrollment) : DEFAULT_TEMPLATE;
+    const issued = await authority.issueDeviceCertificate({
+      publicKeySpki: csr.publicKeySpki,
+      commonName: names.subject.commonName,
+      ...(names.subject.organization ? { organization: names.subject.organization } : {}),
+      ...(names.subject.organizationalUnit ? { organizationalUnit: names.subject.organizationalUnit } : {}),
+      dnsNames: names.dnsNames,
+      uris: names.uris,
+      validityDays: body.certificateProfile?.validityDays ?? settings.deviceCertValidityDays,
+    });
+    const at = now.toISOString();
+    const cert: CertificateRecord = {
+      id: newId('crt'),
+      tenantId: device.tenantId,
+      deviceId: device.id,
+      serial: issued.serialHex,
+      issuerCaId: authority.issuing.id,
+      subject: issued.subject,
+      notBefore: issued.notBefore.toISOString(),
+      notAfter: issued.notAfter.toISOString(),
+      publicKeyFingerprint: csr.publicKeyFingerprint,
+      pem: issued.pem,
+      status: 'active',
+      revokedAt: null,
+      revocationReason: null,
+      createdAt: at,
+    };
+    const note = `${rekey ? 'rekeyed' : 'renewed (same key)'}; replaces certificate ${current.serial}${forcedBy ? `; forced by ${forcedBy === 'operator' ? 'an operator' : 'the caller'}` : ''}`;
+
+    const outcome = await store.transaction(async (tx): Promise<ProvisionResult> => {
+      // Compare-and-set on the renewed certificate: of a concurrent renewal and revocation, one wins.
+      if (!(await tx.setCertificateStatus(current.id, 'superseded', null, null, 'active'))) {
+        const fresh = await tx.getCertificate(device.tenantId, current.id);
+        if (fresh?.status === 'revoked') fail('CERTIFICATE_REVOKED');
+        throw new StoreConflictError('the certificate was renewed concurrently');
+      }
+      await tx.setDeviceCertificatesStatus(device.id, 'active', 'superseded', null, null);
+      const fresh = await tx.getDevice(device.tenantId, device.id);
+      if (!fresh) fail('DEVICE_NOT_FOUND');
+      checkDeviceUsable(fresh);
+      const next: Device = { ...fresh, publicKeyFingerprint: csr.publicKeyFingerprint, updatedAt: at };
+      await tx.updateDevice(next);
+      await tx.createCertificate(cert);
+      if (forcedBy === 'operator') await tx.setSetting(renewalForceSettingKey(device.id), '');
+      // The device used the key it holds: a serverkeygen answer needs no retry any more.
+      if (await tx.getSetting(serverKeygenSettingKey(device.id))) await tx.setSetting(serverKeygenSettingKey(device.id), '');
+      await tx.appendAudit({
+        id: newId('aud'), createdAt: at, actor: `device:${device.id}`, tenantId: device.tenantId, action: rekey ? 'certificate.rekey' : 'certificate.renew', resourceType: 'certificate', resourceId: cert.id,
+        details: { deviceId: device.id, registrationId: device.registrationId, serial: cert.serial, previousSerial: current.serial, protocol: req.protocol, forced: forcedBy ?? false },
+      });
+      return { device: next, certificate: cert, chainPem, configuration: next.configuration, endpoints, reused: false, note };
+    });
+    this.deps.metrics.certificatesIssued.inc({ kind: 'renewal' });
+    return outcome;
+  }
+
+  /**
+   * A refused re-enrollment with a certificate Fleetpass issued (revoked, superseded, device suspended)
+   * is logged under that device's tenant, so that its operators see it. The TLS handshake proved the key.
+   */
+  private async attributeAttempt(leafDer: Buffer | undefined, ctx: AttemptContext): Promise<void> {
+    if (!leafDer) return;
+    try {
+      const info = parseCertificate(leafDer);
+      const rec = await this.deps.store.getCertificateBySerial(info.serialHex);
+      if (!rec || rec.issuerCaId !== this.deps.authority.issuing.id || !rec.tenantId || parseCertificate(rec.pem).fingerprint !== info.fingerprint) return;
+      ctx.tenantId = rec.tenantId;
+      ctx.deviceId = rec.deviceId;
+      const device = rec.deviceId ? await this.deps.store.getDevice(rec.tenantId, rec.deviceId) : undefined;
+      if (device) {
+        ctx.registrationId = device.registrationId;
+        ctx.enrollmentId = device.enrollmentId;
+      }
+    } catch {
+      // Not ours or unparseable: the attempt stays unattributed.
+    }
   }
 
   private async consumeToken(tx: Repos, enrollment: Enrollment, csr: ParsedCsr, deviceId: string, at: string): Promise<void> {
@@ -291,6 +527,13 @@ export class ProvisioningPipeline {
       fail('TOKEN_REPLAYED');
     }
   }
+}
+
+interface ServerKeygen {
+  /** Fingerprint of the key that signed the request CSR: identifies a retry of the same request. */
+  requestKeyFingerprint: string;
+  privateKeyPkcs8: Buffer;
+  description: string;
 }
 
 export function checkDeviceUsable(d: Device): void {

@@ -78,6 +78,8 @@ export interface EnrollmentRepo {
   findIndividualEnrollments(tenantId: string | null, registrationId: string): Promise<Enrollment[]>;
   /** Group enrollments of a tenant with the given attestation type. */
   findGroupEnrollments(tenantId: string, attestationType: AttestationType): Promise<Enrollment[]>;
+  /** Group enrollments of any tenant with this exact name and attestation type (EST labels name a group). */
+  findGroupEnrollmentsByName(name: string, attestationType: AttestationType): Promise<Enrollment[]>;
   /** Enrollments (any tenant) whose x509-ca attestation names one of these CA ids. */
   findEnrollmentsByCaIds(caIds: string[]): Promise<Enrollment[]>;
   /** The token enrollment whose attestation.tokenHash equals this hash (any tenant). */
@@ -125,8 +127,12 @@ export interface CertificateRepo {
   listCertificates(tenantId: string, filter: CertificateFilter, page: PageRequest): Promise<Page<CertificateRecord>>;
   /** Active certificate of a device for a public key, if any (idempotent retries return it). */
   findActiveCertificate(deviceId: string, publicKeyFingerprint: string): Promise<CertificateRecord | undefined>;
-  /** Sets status (and revokedAt/reason for 'revoked') on one certificate; false if not found. */
-  setCertificateStatus(id: string, status: CertificateStatus, revokedAt: string | null, reason: string | null): Promise<boolean>;
+  /**
+   * Sets status (and revokedAt/reason for 'revoked') on one certificate; false if not found — or, with
+   * `onlyIfStatus`, if its status is not that one (a compare-and-set: concurrent renewals and revocations
+   * cannot overwrite each other).
+   */
+  setCertificateStatus(id: string, status: CertificateStatus, revokedAt: string | null, reason: string | null, onlyIfStatus?: CertificateStatus): Promise<boolean>;
   /** Sets status on every certificate of a device currently in `fromStatus`; returns how many changed. */
   setDeviceCertificatesStatus(deviceId: string, fromStatus: CertificateStatus, toStatus: CertificateStatus, revokedAt: string | null, reason: string | null): Promise<number>;
   /** Revoked certificates issued by a CA that have not expired before `notAfterSince` — the CRL's entries. */

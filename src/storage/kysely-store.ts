@@ -408,6 +408,18 @@ export class KyselyRepos implements Repos {
     return rows.map(enrollmentFromRow);
   }
 
+  async findGroupEnrollmentsByName(name: string, attestationType: AttestationType): Promise<Enrollment[]> {
+    const rows = await this.db
+      .selectFrom('enrollments')
+      .selectAll()
+      .where('kind', '=', 'group')
+      .where('name', '=', name)
+      .where('attestation_type', '=', attestationType)
+      .orderBy('id')
+      .execute();
+    return rows.map(enrollmentFromRow);
+  }
+
   async findEnrollmentsByCaIds(caIds: string[]): Promise<Enrollment[]> {
     if (caIds.length === 0) return [];
     const rows = await this.db
@@ -614,11 +626,12 @@ export class KyselyRepos implements Repos {
     return r && certificateFromRow(r);
   }
 
-  async setCertificateStatus(id: string, status: CertificateStatus, revokedAt: string | null, reason: string | null): Promise<boolean> {
+  async setCertificateStatus(id: string, status: CertificateStatus, revokedAt: string | null, reason: string | null, onlyIfStatus?: CertificateStatus): Promise<boolean> {
     const r = await this.db
       .updateTable('certificates')
       .set({ status, revoked_at: revokedAt, revocation_reason: reason })
       .where('id', '=', id)
+      .$if(onlyIfStatus !== undefined, (q) => q.where('status', '=', onlyIfStatus as string))
       .executeTakeFirst();
     return affected(r.numUpdatedRows) > 0;
   }

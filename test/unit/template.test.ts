@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { FleetpassError } from '../../src/core/errors.js';
+import type { FleetpassError } from '../../src/core/errors.js';
 import { checkTemplateBody, compareVersions, parameterVars, renderTemplate, validateParameters } from '../../src/registry/template.js';
 
 const code = (fn: () => unknown) => {

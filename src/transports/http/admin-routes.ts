@@ -144,6 +144,9 @@ export async function registerAdminRoutes(app: FastifyInstance, s: HttpServices)
   app.post('/devices/:id/resume', { schema: { ...tags('devices'), params: S.idParams } }, async (req: Req) => deviceView(await s.lifecycle.setDeviceStatus(principal(req), req.params.id, 'resume')));
   app.post('/devices/:id/revoke', { schema: { ...tags('devices'), summary: 'Revoke a device and all its active certificates', params: S.idParams, body: S.revokeBody } }, async (req: Req<{ reason?: RevocationReason } | undefined>) =>
     deviceView(await s.lifecycle.revokeDevice(principal(req), req.params.id, req.body?.reason ?? 'unspecified')));
+  app.get('/devices/:id/renewal', { schema: { ...tags('devices'), summary: 'Renewal state: active certificate, renewal window, operator force', params: S.idParams } }, async (req: Req) => s.lifecycle.renewalStatus(principal(req), req.params.id));
+  app.post('/devices/:id/renewal', { schema: { ...tags('devices'), summary: 'Force (or withdraw) one renewal outside the renewal window (EST simplereenroll)', params: S.idParams, body: S.renewalBody } }, async (req: Req<{ force: boolean; until?: string }>) =>
+    s.lifecycle.setRenewalForce(principal(req), req.params.id, req.body.force, req.body.until));
   app.delete('/devices/:id', { schema: { ...tags('devices'), summary: 'Delete a device (its certificates are revoked)', params: S.idParams } }, async (req: Req, reply) => {
     await s.lifecycle.deleteDevice(principal(req), req.params.id);
     return reply.code(204).send();

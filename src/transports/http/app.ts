@@ -11,9 +11,10 @@ import type { LifecycleService } from '../../lifecycle/service.js';
 import type { RegistryService } from '../../registry/service.js';
 import type { Store } from '../../registry/store.js';
 import type { Metrics } from '../../observability/metrics.js';
-import { peerCertificateChain } from './client-cert.js';
+import { enableProxyClientCert, peerCertificateChain, type ProxyClientCertOptions } from './client-cert.js';
 import { sendError, toCodedError } from './errors.js';
 import { registerAdminRoutes } from './admin-routes.js';
+import { registerEstRoutes } from './est-routes.js';
 
 export interface HttpServices {
   store: Store;
@@ -28,6 +29,8 @@ export interface HttpServices {
 export interface HttpOptions {
   maxBodyBytes: number;
   tls?: { keyPem: string; certPem: string };
+  /** Client certificates forwarded by a TLS-terminating load balancer (off when absent). */
+  proxyClientCert?: ProxyClientCertOptions;
   /** Seconds a keep-alive connection may idle. */
   keepAliveTimeoutMs?: number;
 }
@@ -54,7 +57,10 @@ export async function buildHttpApp(services: HttpServices, opts: HttpOptions): P
     keepAliveTimeout: opts.keepAliveTimeoutMs ?? 72_000,
     ...(opts.tls ? { https: { key: opts.tls.keyPem, cert: opts.tls.certPem, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' as const } } : {}),
     genReqId: () => `req_${Math.random().toString(36).slice(2, 12)}`,
+    // Behind a trusted proxy the device's address comes from X-Forwarded-For (attempt log, metrics).
+    ...(opts.proxyClientCert ? { trustProxy: opts.proxyClientCert.trustedProxies } : {}),
   }) as unknown as FastifyInstance;
+  if (opts.proxyClientCert) enableProxyClientCert(app, opts.proxyClientCert);
 
   // Bodies are validated strictly (no type coercion, unknown fields stay errors); query strings and
   // path parameters are text on the wire and are coerced.
@@ -83,7 +89,7 @@ export async function buildHttpApp(services: HttpServices, opts: HttpOptions): P
   });
 
   // --- public ---------------------------------------------------------------------------------
-  app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+  app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok', pid: process.pid }));
   app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {
     try {
       await services.store.ping();
@@ -168,6 +174,7 @@ export async function buildHttpApp(services: HttpServices, opts: HttpOptions): P
     return reply.header('etag', `"${device.configurationVersion}"`).send({ version: device.configurationVersion, configuration: device.configuration });
   });
 
+  await registerEstRoutes(app, services);
   await app.register(async (admin) => registerAdminRoutes(admin, services), { prefix: '/admin/v1' });
   app.get('/admin/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;

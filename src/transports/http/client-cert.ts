@@ -1,8 +1,73 @@
+import { BlockList, isIP } from 'node:net';
 import type { TLSSocket, DetailedPeerCertificate } from 'node:tls';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { fail } from '../../core/errors.js';
+import { splitPemChain } from '../../pki/index.js';
 
-/** The certificates the client sent over TLS, leaf first (empty without a client certificate). */
+/** A load balancer that terminates mTLS and forwards the client certificate in a header. */
+export interface ProxyClientCertOptions {
+  trustedProxies: string[];
+  header: string;
+}
+
+interface ProxyState {
+  header: string;
+  trusted: BlockList;
+}
+
+const PROXY = Symbol('fleetpass.proxyClientCert');
+
+/** Turns on forwarded client certificates for this app (off unless configured). */
+export function enableProxyClientCert(app: FastifyInstance, opts: ProxyClientCertOptions): void {
+  const trusted = new BlockList();
+  for (const entry of opts.trustedProxies) {
+    const [addr, prefix] = entry.split('/');
+    const type = isIP(addr ?? '') === 6 ? 'ipv6' : 'ipv4';
+    if (prefix !== undefined) trusted.addSubnet(addr!, Number(prefix), type);
+    else trusted.addAddress(addr!, type);
+  }
+  (app as unknown as Record<symbol, ProxyState>)[PROXY] = { header: opts.header.toLowerCase(), trusted };
+}
+
+function isTrusted(state: ProxyState, address: string | undefined): boolean {
+  if (!address) return false;
+  const v4mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(address);
+  if (v4mapped) return state.trusted.check(v4mapped[1]!, 'ipv4');
+  return state.trusted.check(address, isIP(address) === 6 ? 'ipv6' : 'ipv4');
+}
+
+/**
+ * Decodes a forwarded certificate: Envoy XFCC (`Cert="<url-encoded PEM>";Chain="…"`), URL-encoded
+ * PEM (nginx `$ssl_client_escaped_cert`), plain PEM, or base64 DER (HAProxy `ssl_c_der,base64`).
+ */
+export function parseForwardedCertificate(value: string): Buffer[] {
+  let v = value.trim();
+  if (v === '') return [];
+  const xfccCert = /(?:^|[;,])\s*Cert="([^"]*)"/i.exec(v);
+  if (xfccCert) {
+    const chain = /(?:^|[;,])\s*Chain="([^"]*)"/i.exec(v);
+    // Chain (when the proxy forwards it) holds the leaf and its intermediates; Cert only the leaf.
+    return splitPemChain(decodeURIComponent(chain?.[1] ?? xfccCert[1]!));
+  }
+  if (v.startsWith('%2D') || v.startsWith('%2d') || v.includes('%0A')) v = decodeURIComponent(v);
+  if (v.startsWith('-----BEGIN')) {
+    // Some proxies fold PEM onto one line with spaces or tabs in place of newlines.
+    return splitPemChain(v.replace(/-----(BEGIN|END) CERTIFICATE-----|[ \t]+/g, (m) => (m.startsWith('-----') ? `\n${m}\n` : '\n')));
+  }
+  if (/^[A-Za-z0-9+/=\s]+$/.test(v)) return [Buffer.from(v.replace(/\s+/g, ''), 'base64')];
+  return fail('ATTESTATION_FAILED', 'the forwarded client certificate header cannot be decoded');
+}
+
+/** The certificates the client presented, leaf first (empty without a client certificate). */
 export function peerCertificateChain(request: FastifyRequest): Buffer[] {
+  const proxy = (request.server as unknown as Record<symbol, ProxyState | undefined>)[PROXY];
+  if (proxy && isTrusted(proxy, request.raw.socket.remoteAddress)) {
+    // Behind the proxy the TLS peer is the proxy itself: only the header speaks for the device.
+    const raw = request.headers[proxy.header];
+    const value = Array.isArray(raw) ? raw[0] : raw;
+    return value ? parseForwardedCertificate(value) : [];
+  }
+  // From anywhere else the header is ignored: a device could forge it.
   const socket = request.raw.socket as Partial<TLSSocket>;
   if (typeof socket.getPeerCertificate !== 'function') return [];
   const leaf = socket.getPeerCertificate(true) as DetailedPeerCertificate | null;

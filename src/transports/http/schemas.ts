@@ -115,6 +115,16 @@ export const revokeBody = {
   properties: { reason: { type: 'string', enum: ['unspecified', 'keyCompromise', 'cACompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation', 'certificateHold', 'privilegeWithdrawn'] } },
 } as const;
 
+export const renewalBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['force'],
+  properties: {
+    force: { type: 'boolean', description: 'true: the device may renew once outside the renewal window; false: withdraw that.' },
+    until: { type: 'string', format: 'date-time', description: 'Until when the force holds (default: 7 days from now, at most a year).' },
+  },
+} as const;
+
 export const idParams = { type: 'object', required: ['id'], properties: { id: str(64) } } as const;
 
 const paging = { limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 }, cursor: str(64) };

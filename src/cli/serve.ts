@@ -1,0 +1,112 @@
+import cluster, { type Worker } from 'node:cluster';
+import { availableParallelism } from 'node:os';
+import { loadConfig } from '../config/load.js';
+import type { FleetpassConfig } from '../config/schema.js';
+import { prepareFleetpass, startFleetpass, type Fleetpass } from '../main.js';
+import { createLogger } from '../observability/logger.js';
+
+type Flags = Record<string, string | boolean | undefined>;
+
+function banner(config: Readonly<FleetpassConfig>, port: number, adminToken: string | null, adminTokenFile: string, workers: number): string {
+  const url = `https://localhost:${port}`;
+  const lines = [
+    `Fleetpass is listening on ${url} (bound to ${config.host}:${port}, ${workers} worker process${workers === 1 ? '' : 'es'})`,
+    `  CA bundle for devices:  ${url}/ca.pem`,
+    `  admin API:              ${url}/admin/v1/  (OpenAPI: ${url}/admin/v1/openapi.json)`,
+    `  data folder:            ${config.dataDir}`,
+  ];
+  if (adminToken) lines.push('', `  First start: admin API token (shown once, also saved to ${adminTokenFile}, mode 0600):`, `    ${adminToken}`);
+  else lines.push(`  admin API token:        in ${adminTokenFile}`);
+  return `${lines.join('\n')}\n`;
+}
+
+/** Graceful stop of one serving process: in-flight requests finish, then the store closes. */
+function stopOnSignals(fp: Fleetpass, graceMs: number): void {
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    fp.log.info({ signal, pid: process.pid }, 'shutting down: finishing in-flight requests');
+    const force = setTimeout(() => {
+      fp.log.error(`in-flight requests did not finish within ${graceMs} ms; exiting`);
+      process.exit(1);
+    }, graceMs);
+    force.unref();
+    fp.close().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        fp.log.error({ err: e }, 'error during shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+/**
+ * `fleetpass serve`. With more than one worker the primary does the first-start work once
+ * (migrations, tenant, admin token, CA), then forks workers that share the port (the cluster module
+ * hands connections out round-robin) and restarts any that crash. No background job runs per worker.
+ */
+export async function serve(flags: Flags): Promise<void> {
+  // The data folder holds the database (sealed secrets, token hashes) and keys: owner-only files.
+  process.umask(0o077);
+  const config = loadConfig({ flags });
+  const workers = config.workers === 0 ? availableParallelism() : config.workers;
+
+  if (cluster.isWorker) {
+    const fp = await startFleetpass(config);
+    process.send?.({ type: 'listening', port: fp.port });
+    stopOnSignals(fp, config.shutdownGraceMs);
+    return;
+  }
+  if (workers <= 1) {
+    const fp = await startFleetpass(config);
+    process.stdout.write(banner(config, fp.port, fp.adminToken, fp.adminTokenFile, 1));
+    stopOnSignals(fp, config.shutdownGraceMs);
+    return;
+  }
+
+  const log = createLogger(config.logLevel);
+  const prepared = await prepareFleetpass(config, { log });
+  let stopping = false;
+  let announced = false;
+  const crashes: number[] = [];
+  const fork = (): Worker => {
+    const w = cluster.fork();
+    w.on('message', (m: { type?: string; port?: number }) => {
+      if (m?.type === 'listening' && !announced && m.port !== undefined) {
+        announced = true;
+        process.stdout.write(banner(config, m.port, prepared.adminToken, prepared.adminTokenFile, workers));
+      }
+    });
+    return w;
+  };
+  cluster.on('exit', (w, code, signal) => {
+    if (stopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      return;
+    }
+    // A crash loop (5 in a minute) is a configuration or environment problem: stop instead of spinning.
+    const now = Date.now();
+    crashes.push(now);
+    while (crashes.length && crashes[0]! < now - 60_000) crashes.shift();
+    if (crashes.length >= 5) {
+      log.fatal(`workers crashed ${crashes.length} times in a minute (last: pid ${w.process.pid}, code ${code}, signal ${signal}); stopping`);
+      process.exit(1);
+    }
+    log.error({ pid: w.process.pid, code, signal }, 'worker exited; starting a new one');
+    fork();
+  });
+  for (let i = 0; i < workers; i++) fork();
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down workers');
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+    setTimeout(() => process.exit(1), config.shutdownGraceMs + 2000).unref();
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
