@@ -76,14 +76,14 @@ export class AdminClient {
     });
   }
 
-  /** Every item of a cursor-paginated list. */
-  async all<T>(path: string, limit = 1000): Promise<T[]> {
-    const out: T[] = [];
+  /** Every item of a cursor-paginated list, each passed through `pick` (keep only what is needed of 100,000 items). */
+  async all<T, U = T>(path: string, pick: (item: T) => U = (item) => item as unknown as U, limit = 1000): Promise<U[]> {
+    const out: U[] = [];
     const sep = path.includes('?') ? '&' : '?';
     let cursor: string | null = null;
     do {
       const page: Page<T> = await this.call<Page<T>>('GET', `${path}${sep}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
-      out.push(...page.items);
+      for (const item of page.items) out.push(pick(item));
       cursor = page.next;
     } while (cursor);
     return out;

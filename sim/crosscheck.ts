@@ -38,24 +38,31 @@ export interface CrossCheckResult {
   elapsedMs: number;
 }
 
+type DeviceFacts = Pick<RemoteDevice, 'id' | 'registrationId' | 'publicKeyFingerprint'>;
+type CertificateFacts = Pick<RemoteCertificate, 'serial' | 'status' | 'publicKeyFingerprint'> & { deviceId: string };
+
 export async function crossCheck(admin: AdminClient, deviceGroup: string, plans: DevicePlan[], records: DeviceRecord[]): Promise<CrossCheckResult> {
   const t0 = performance.now();
-  const devices = await admin.all<RemoteDevice>(`/devices?group=${encodeURIComponent(deviceGroup)}`);
+  const devices = await admin.all<RemoteDevice, DeviceFacts>(`/devices?group=${encodeURIComponent(deviceGroup)}`, (d) => ({ id: d.id, registrationId: d.registrationId, publicKeyFingerprint: d.publicKeyFingerprint }));
   const ours = new Set(devices.map((d) => d.id));
   // One pass over the tenant's certificates (every status: a superseded second issuance is a failure too).
-  const certificates = (await admin.all<RemoteCertificate>('/certificates')).filter((c) => c.deviceId !== null && ours.has(c.deviceId));
+  const certificates = (
+    await admin.all<RemoteCertificate, CertificateFacts | null>('/certificates', (c) =>
+      c.deviceId !== null && ours.has(c.deviceId) ? { deviceId: c.deviceId, serial: c.serial, status: c.status, publicKeyFingerprint: c.publicKeyFingerprint } : null,
+    )
+  ).filter((c): c is CertificateFacts => c !== null);
 
-  const byRegistrationId = new Map<string, RemoteDevice[]>();
+  const byRegistrationId = new Map<string, DeviceFacts[]>();
   for (const d of devices) {
     const list = byRegistrationId.get(d.registrationId);
     if (list) list.push(d);
     else byRegistrationId.set(d.registrationId, [d]);
   }
-  const certsByDevice = new Map<string, RemoteCertificate[]>();
+  const certsByDevice = new Map<string, CertificateFacts[]>();
   for (const c of certificates) {
-    const list = certsByDevice.get(c.deviceId!);
+    const list = certsByDevice.get(c.deviceId);
     if (list) list.push(c);
-    else certsByDevice.set(c.deviceId!, [c]);
+    else certsByDevice.set(c.deviceId, [c]);
   }
 
   const problems: CrossCheckProblem[] = [];

@@ -35,7 +35,12 @@ export async function newEcKey(): Promise<KeyPair> {
   const d = Buffer.from(jwk.d ?? '', 'base64url');
   if (x.length !== 32 || y.length !== 32 || d.length !== 32) throw new Error('unexpected P-256 JWK');
   const point = Buffer.concat([Buffer.from([0x04]), x, y]);
-  return { privateKey, spki: Buffer.concat([P256_SPKI_PREFIX, point]), kind: 'ec', ec: { d, point } };
+  // Its own memory, not a slice of Node's shared 8 KiB pool: a device keeps its SPKI for the whole
+  // run, and 100,000 pool slices would pin hundreds of MB of slabs.
+  const spki = Buffer.alloc(P256_SPKI_PREFIX.length + point.length);
+  P256_SPKI_PREFIX.copy(spki);
+  point.copy(spki, P256_SPKI_PREFIX.length);
+  return { privateKey, spki, kind: 'ec', ec: { d, point } };
 }
 
 /** An RSA key pair; 1024 bits is the simulator's "weak key" fault. */

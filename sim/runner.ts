@@ -125,10 +125,10 @@ export async function runFleet(devices: ManufacturedDevice[], protocol: DevicePr
       if (rec.attempts > 1) progress.retries++;
       const sent = performance.now();
       const r = await protocol.attempt(request, { resetBeforeSend: resetPending, timeoutMs: opts.timeoutMs });
-      if (resetPending) {
-        resetPending = false;
+      if (r.kind === 'network' && r.code === INJECTED_RESET) {
+        resetPending = false; // (a connection that failed before its handshake keeps the reset for the next one)
         rec.resetsInjected++;
-      } else {
+      } else if (r.kind !== 'network') {
         latencies.push(performance.now() - sent);
       }
       let retryAfter: number | null = null;

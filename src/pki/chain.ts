@@ -3,11 +3,10 @@
  * Names, AKI/SKI and key usage are matched by OpenSSL (X509Certificate.checkIssued), signatures by
  * X509Certificate.verify; validity windows, basicConstraints and pathLen are checked here.
  */
-import { X509Certificate } from 'node:crypto';
+import type { X509Certificate } from 'node:crypto';
 import { FleetpassError, fail } from '../core/errors.js';
-import { sha256Hex } from '../core/ids.js';
 import type { CertificateInfo, TrustAnchor } from './types.js';
-import { parseCertificateDetails } from './certinfo.js';
+import { loadCertificate } from './certinfo.js';
 import type { CertificateDetails } from './certinfo.js';
 
 /** Maximum number of certificates in a path, leaf and anchor included. */
@@ -18,22 +17,10 @@ interface Cert {
   info: CertificateDetails;
 }
 
-const parsedCache = new Map<string, Cert>();
-const PARSED_CACHE_MAX = 1024;
 
 function load(der: Buffer): Cert {
-  const key = sha256Hex(der);
-  let c = parsedCache.get(key);
-  if (!c) {
-    const info = parseCertificateDetails(der);
-    c = { x509: new X509Certificate(der), info };
-    if (parsedCache.size >= PARSED_CACHE_MAX) {
-      const first = parsedCache.keys().next();
-      if (!first.done) parsedCache.delete(first.value);
-    }
-    parsedCache.set(key, c);
-  }
-  return c;
+  const { x509, details } = loadCertificate(der);
+  return { x509, info: details };
 }
 
 function tryLoad(der: Buffer): Cert | undefined {

@@ -2,7 +2,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FAULTS, FaultSpecError, REALISTIC, parseFaultSpec } from '../../sim/faults.js';
 import { REASON_CODES } from '../../src/core/errors.js';
@@ -29,6 +29,18 @@ describe('simulator: fault specs', () => {
     assert.throws(() => parseFaultSpec('reset=1.5'), FaultSpecError);
     assert.throws(() => parseFaultSpec('reset=200%'), FaultSpecError);
     assert.throws(() => parseFaultSpec('reset'), FaultSpecError);
+  });
+});
+
+describe('simulator: layering', () => {
+  it('imports nothing from src/ (it speaks only the wire protocols)', () => {
+    const root = new URL('../../../sim/', import.meta.url);
+    const files = readdirSync(root, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));
+    assert.ok(files.length > 10);
+    for (const f of files) {
+      const text = readFileSync(new URL(f, root), 'utf8');
+      for (const m of text.matchAll(/from\s+'([^']+)'/g)) assert.ok(!/(^|\/)src\//.test(m[1]!) && !m[1]!.startsWith('../'.repeat(f.split('/').length)), `${f} imports ${m[1]}`);
+    }
   });
 });
 

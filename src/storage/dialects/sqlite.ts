@@ -129,6 +129,29 @@ export function createSqliteKysely(opts: SqliteOptions): OpenedDialect {
     if (mapped instanceof FleetpassError) throw mapped;
     throw new FleetpassError('STORE_UNAVAILABLE', `cannot open SQLite database ${opts.path}: ${errorMessage(err)}`, { cause: err });
   }
-  const db = new Kysely<Database>({ dialect: guard.wrapDialect(new FleetpassSqliteDialect({ database: sqlite })) });
+  const db = new Kysely<Database>({ dialect: guard.wrapDialect(new FleetpassSqliteDialect({ database: withStatementCache(sqlite) })) });
   return { db, guard, capabilities: sqliteCapabilities };
+}
+
+/**
+ * Kysely prepares every query anew; on the provisioning path the same dozen statements run for every
+ * device, and preparing them cost more than running them. Statements are reused by SQL text (queries
+ * are parameterised, so the set is small; bounded anyway). Safe because the driver runs one
+ * statement at a time on this connection and never keeps an iterator open across calls.
+ */
+function withStatementCache(sqlite: BetterSqlite3.Database): SqliteDialectConfig['database'] {
+  const cache = new Map<string, BetterSqlite3.Statement>();
+  const MAX = 500;
+  return {
+    close: () => sqlite.close(),
+    prepare(sql: string) {
+      let stmt = cache.get(sql);
+      if (!stmt) {
+        stmt = sqlite.prepare(sql);
+        if (cache.size >= MAX) cache.delete(cache.keys().next().value as string);
+        cache.set(sql, stmt);
+      }
+      return stmt;
+    },
+  } as SqliteDialectConfig['database'];
 }

@@ -1,0 +1,315 @@
+/**
+ * `npm run bench`: each figure next to a baseline measured in the same run on the same machine.
+ *
+ *  (a) onboardings/s, fresh mTLS connection per device  ÷  bare mTLS handshakes/s (same client, trivial Node server)
+ *  (b) certificates/s over keep-alive (token attestation)  next to  `openssl speed ecdsap256` sign/s on one core
+ *  (c) an N-device burst on the embedded defaults: wall time, p99, server peak RSS, unexpected failures,
+ *      and wall time ÷ (N ÷ bare handshake rate)
+ *  (d) (b) and (c) on PostgreSQL       (e) (b) with --workers 2 ÷ --workers 1
+ *
+ * Options: --burst N (default 100000), --devices N for (a)/(b) (default 3000), --only a,b,c,d,e,
+ * --concurrency C (default 64), --json FILE. The server runs as a child process; the simulator and
+ * baselines in this one. Both share the machine's cores, as they would in any single-box test.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { createServer as createNetServer } from 'node:net';
+import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { runSimulation } from '../sim/simulate.js';
+import type { SimulationReport } from '../sim/report.js';
+import { createCa, issueFactoryCertificate, newEcKey, privateKeyPem } from '../sim/crypto.js';
+
+const CLI = new URL('../src/cli/index.js', import.meta.url).pathname;
+const PG_URL = process.env.FLEETPASS_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+const { values: args } = parseArgs({
+  options: {
+    burst: { type: 'string', default: '100000' },
+    devices: { type: 'string', default: '3000' },
+    concurrency: { type: 'string', default: '64' },
+    only: { type: 'string', default: 'a,b,c,d,e' },
+    json: { type: 'string' },
+    seconds: { type: 'string', default: '10' },
+  },
+});
+const BURST = Number(args.burst);
+const DEVICES = Number(args.devices);
+const CONCURRENCY = Number(args.concurrency);
+const ONLY = new Set(args.only!.split(','));
+const SECONDS = Number(args.seconds);
+
+function log(msg: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createNetServer();
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+// --- baselines ------------------------------------------------------------------------------------
+
+/** One-core ECDSA P-256 sign rate as OpenSSL itself measures it. */
+function opensslSignRate(): number {
+  const out = execFileSync('openssl', ['speed', '-seconds', '3', 'ecdsap256'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const line = out.split('\n').find((l) => /256 bits ecdsa \(nistp256\)/.test(l));
+  const m = line && /([\d.]+)\s+([\d.]+)\s*$/.exec(line.trim());
+  if (!m) throw new Error(`cannot parse openssl speed output:\n${out}`);
+  return Number(m[1]);
+}
+
+/**
+ * Bare mTLS handshakes/s: a trivial Node HTTPS server in a child process (P-256 server and client
+ * certificates, client certificate requested as Fleetpass does), the same client settings the
+ * simulator uses, a fresh connection per request, CONCURRENCY at once, for SECONDS.
+ */
+async function handshakeBaseline(): Promise<number> {
+  const ca = await createCa('Bench', 'Bench CA');
+  const clientKey = await newEcKey();
+  const clientCert = issueFactoryCertificate(ca, clientKey.spki, 'bench-client', new Date(Date.now() - 3600_000), new Date(Date.now() + 86400_000));
+  const dir = mkdtempSync(join(tmpdir(), 'fp-bench-'));
+  // A P-256 server certificate for localhost, as Fleetpass's own server certificate is.
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'], { stdio: 'ignore' });
+  const port = await freePort();
+  const serverSrc = `
+    const https = require('node:https'); const fs = require('node:fs');
+    https.createServer({ key: fs.readFileSync(${JSON.stringify(join(dir, 'key.pem'))}), cert: fs.readFileSync(${JSON.stringify(join(dir, 'cert.pem'))}), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' },
+      (req, res) => { req.resume(); req.on('end', () => res.end('{"ok":true}')); }).listen(${port}, '127.0.0.1', () => process.send('ready'));`;
+  const child = spawn(process.execPath, ['-e', serverSrc], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  await new Promise<void>((r) => child.once('message', () => r()));
+  const caPem = readFileSync(join(dir, 'cert.pem'), 'utf8');
+  const clientKeyPem = privateKeyPem(clientKey);
+  let done = 0;
+  const until = Date.now() + SECONDS * 1000;
+  const one = () =>
+    new Promise<void>((resolve, reject) => {
+      const req = httpsRequest({ host: '127.0.0.1', port, method: 'POST', path: '/', servername: 'localhost', ca: caPem, cert: clientCert, key: clientKeyPem, agent: false }, (res) => {
+        res.resume();
+        res.on('end', () => resolve());
+      });
+      req.on('error', reject);
+      req.end('{}');
+    });
+  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+    while (Date.now() < until) {
+      await one();
+      done++;
+    }
+  }));
+  child.kill();
+  rmSync(dir, { recursive: true, force: true });
+  return done / SECONDS;
+}
+
+// --- the server under test ------------------------------------------------------------------------
+
+interface Server {
+  url: string;
+  token: string;
+  child: ChildProcess;
+  peakRssMb(): number;
+  stop(): Promise<void>;
+}
+
+function rssKbOf(pid: number): number {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+async function startServer(opts: { workers: number; databaseUrl?: string; extra?: string[] }): Promise<Server> {
+  const dir = mkdtempSync(join(tmpdir(), 'fp-bench-data-'));
+  const port = await freePort();
+  const argv = [CLI, 'serve', '--port', String(port), '--host', '127.0.0.1', '--data-dir', dir, '--workers', String(opts.workers), '--log-level', 'warn', ...(opts.databaseUrl ? ['--database-url', opts.databaseUrl] : []), ...(opts.extra ?? [])];
+  const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, FLEETPASS_KEY_PASSPHRASE: 'bench' } });
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  for (let i = 0; i < 300 && !/listening on/.test(out); i++) await new Promise((r) => setTimeout(r, 100));
+  if (!/listening on/.test(out)) throw new Error(`server did not start:\n${out}`);
+  await new Promise((r) => setTimeout(r, 1500)); // let every worker finish listening
+  const token = readFileSync(join(dir, 'admin.token'), 'utf8').trim();
+  let peak = 0;
+  const sample = setInterval(() => {
+    const pids = [child.pid!, ...childrenOf(child.pid!)];
+    peak = Math.max(peak, pids.reduce((s, p) => s + rssKbOf(p), 0));
+  }, 200);
+  return {
+    url: `https://localhost:${port}`,
+    token,
+    child,
+    peakRssMb: () => peak / 1024,
+    async stop() {
+      clearInterval(sample);
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function freshPgDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `fleetpass_bench_${process.pid}_${randomBytes(3).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: PG_URL });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const u = new URL(PG_URL);
+  u.pathname = `/${name}`;
+  return {
+    url: u.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: PG_URL });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+async function simulate(server: Server, o: { devices: number; mix: Record<string, number>; keepAlive: boolean; concurrency: number }): Promise<SimulationReport> {
+  return runSimulation({
+    target: server.url,
+    token: server.token,
+    devices: o.devices,
+    concurrency: o.concurrency,
+    faults: {},
+    mix: { x509: 0, 'symmetric-key': 0, token: 0, ...o.mix },
+    keepAlive: o.keepAlive,
+    pattern: 'burst',
+    crossCheck: false,
+    maxAttempts: 50,
+  } as Parameters<typeof runSimulation>[0]);
+}
+
+function unexpected(r: SimulationReport): number {
+  return r.devices.wronglyRejected + r.devices.rejectedWithWrongCode + r.devices.wronglyAccepted + r.devices.lost;
+}
+
+// --- the run --------------------------------------------------------------------------------------
+
+const results: Record<string, unknown> = {
+  date: new Date().toISOString(),
+  machine: { cores: availableParallelism(), cpu: cpus()[0]?.model, node: process.version, openssl: execFileSync('openssl', ['version'], { encoding: 'utf8' }).trim() },
+  params: { burst: BURST, devices: DEVICES, concurrency: CONCURRENCY },
+};
+const lines: string[] = [];
+const say = (s: string) => {
+  lines.push(s);
+  process.stdout.write(`${s}\n`);
+};
+
+log('measuring bare mTLS handshakes (baseline for a and c)');
+const handshakes = await handshakeBaseline();
+results.handshakesPerSecond = handshakes;
+say(`baseline: bare mTLS handshakes/s (fresh connection, trivial Node server): ${handshakes.toFixed(0)}`);
+
+let signRate = 0;
+if (ONLY.has('b') || ONLY.has('d') || ONLY.has('e')) {
+  log('openssl speed ecdsap256');
+  signRate = opensslSignRate();
+  results.opensslSignPerSecond = signRate;
+  say(`baseline: openssl speed ecdsap256 sign/s, one core: ${signRate.toFixed(0)}`);
+}
+
+async function figureB(label: string, workers: number, databaseUrl?: string): Promise<number> {
+  const server = await startServer({ workers, ...(databaseUrl ? { databaseUrl } : {}) });
+  try {
+    log(`(${label}) ${DEVICES} token devices over keep-alive, workers=${workers}${databaseUrl ? ', PostgreSQL' : ''}`);
+    const r = await simulate(server, { devices: DEVICES, mix: { token: 1 }, keepAlive: true, concurrency: CONCURRENCY });
+    if (unexpected(r) > 0) say(`  WARNING: ${unexpected(r)} unexpected outcomes in (${label})`);
+    return r.onboardedPerSecond;
+  } finally {
+    await server.stop();
+  }
+}
+
+async function figureC(label: string, databaseUrl?: string): Promise<Record<string, number>> {
+  const server = await startServer({ workers: 0, ...(databaseUrl ? { databaseUrl } : {}) });
+  try {
+    log(`(${label}) ${BURST}-device burst, fresh mTLS per device${databaseUrl ? ', PostgreSQL' : ', embedded defaults'}`);
+    const started = Date.now();
+    const r = await simulate(server, { devices: BURST, mix: { x509: 1 }, keepAlive: false, concurrency: CONCURRENCY });
+    const wall = r.timingsMs.run / 1000;
+    const bound = BURST / handshakes;
+    return {
+      wallSeconds: wall,
+      totalSecondsIncludingSetup: (Date.now() - started) / 1000,
+      p99Ms: r.timeToOnboardMs?.p99 ?? NaN,
+      peakRssMb: server.peakRssMb(),
+      unexpectedFailures: unexpected(r),
+      onboarded: r.devices.onboarded,
+      ratioToHandshakeBound: wall / bound,
+    };
+  } finally {
+    await server.stop();
+  }
+}
+
+if (ONLY.has('a')) {
+  const server = await startServer({ workers: 0 });
+  try {
+    log(`(a) ${DEVICES} x509 devices, fresh mTLS connection each`);
+    const r = await simulate(server, { devices: DEVICES, mix: { x509: 1 }, keepAlive: false, concurrency: CONCURRENCY });
+    results.a = { onboardingsPerSecond: r.onboardedPerSecond, ratio: r.onboardedPerSecond / handshakes, unexpected: unexpected(r) };
+    say(`(a) onboardings/s, fresh mTLS each: ${r.onboardedPerSecond.toFixed(0)}  ÷ handshakes/s ${handshakes.toFixed(0)} = ${(r.onboardedPerSecond / handshakes).toFixed(2)}  (goal ≥ 0.8)`);
+  } finally {
+    await server.stop();
+  }
+}
+let bSqlite1 = 0;
+if (ONLY.has('b') || ONLY.has('e')) {
+  bSqlite1 = await figureB('b', 1);
+  results.b = { certificatesPerSecond: bSqlite1, opensslSignPerSecond: signRate, ratio: bSqlite1 / signRate };
+  say(`(b) certificates/s over keep-alive (token, SQLite, 1 worker): ${bSqlite1.toFixed(0)}  vs openssl sign/s ${signRate.toFixed(0)} (${((bSqlite1 / signRate) * 100).toFixed(1)}%)`);
+}
+if (ONLY.has('c')) {
+  const c = await figureC('c');
+  results.c = c;
+  say(`(c) ${BURST} burst, SQLite: wall ${c.wallSeconds!.toFixed(1)} s, p99 ${c.p99Ms!.toFixed(0)} ms, server peak RSS ${c.peakRssMb!.toFixed(0)} MB, unexpected failures ${c.unexpectedFailures}, wall ÷ handshake-bound = ${c.ratioToHandshakeBound!.toFixed(2)} (goal ≤ 1.25, RSS < 400 MB, 0 failures)`);
+}
+if (ONLY.has('d')) {
+  const db1 = await freshPgDatabase();
+  try {
+    const b = await figureB('d/b', 1, db1.url);
+    results.dB = { certificatesPerSecond: b, ratio: b / signRate };
+    say(`(d) (b) on PostgreSQL: ${b.toFixed(0)} certificates/s  vs openssl sign/s ${signRate.toFixed(0)}`);
+  } finally {
+    await db1.drop();
+  }
+  const db2 = await freshPgDatabase();
+  try {
+    const c = await figureC('d/c', db2.url);
+    results.dC = c;
+    say(`(d) (c) on PostgreSQL: wall ${c.wallSeconds!.toFixed(1)} s, p99 ${c.p99Ms!.toFixed(0)} ms, peak RSS ${c.peakRssMb!.toFixed(0)} MB, unexpected ${c.unexpectedFailures}, ÷ handshake-bound = ${c.ratioToHandshakeBound!.toFixed(2)}`);
+  } finally {
+    await db2.drop();
+  }
+}
+if (ONLY.has('e')) {
+  const two = await figureB('e', 2);
+  results.e = { workers1: bSqlite1, workers2: two, ratio: two / bSqlite1 };
+  say(`(e) (b) with --workers 2 ÷ --workers 1: ${two.toFixed(0)} ÷ ${bSqlite1.toFixed(0)} = ${(two / bSqlite1).toFixed(2)}  (goal ≥ 1.6)`);
+}
+if (args.json) writeFileSync(args.json, JSON.stringify(results, null, 2));
+log('done');
