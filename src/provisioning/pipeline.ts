@@ -3,7 +3,7 @@ import type { Clock } from '../core/clock.js';
 import { fail, toFleetpassError, type FleetpassError } from '../core/errors.js';
 import { newId, sha256Hex } from '../core/ids.js';
 import { describePublicKey, generateKeyPairLike, parseCertificate, parseCsr, renewalNameMismatch, renewalNamesOf } from '../pki/index.js';
-import type { ParsedCsr } from '../pki/types.js';
+import type { IssuedCertificate, ParsedCsr } from '../pki/types.js';
 import type { Repos, Store } from '../registry/store.js';
 import { StoreConflictError } from '../registry/store.js';
 import { DEFAULT_TEMPLATE, parameterVars, renderTemplate, validateParameters } from '../registry/template.js';
@@ -332,22 +332,7 @@ export class ProvisioningPipeline {
       updatedAt: at,
       provisionedAt: at,
     };
-    const cert: CertificateRecord = {
-      id: newId('crt'),
-      tenantId,
-      deviceId,
-      serial: issued.serialHex,
-      issuerCaId: this.deps.authority.issuing.id,
-      subject: issued.subject,
-      notBefore: issued.notBefore.toISOString(),
-      notAfter: issued.notAfter.toISOString(),
-      publicKeyFingerprint: csr.publicKeyFingerprint,
-      pem: issued.pem,
-      status: 'active',
-      revokedAt: null,
-      revocationReason: null,
-      createdAt: at,
-    };
+    const cert = certificateRecord(issued, { tenantId, deviceId, issuerCaId: this.deps.authority.issuing.id, publicKeyFingerprint: csr.publicKeyFingerprint, at });
 
     const outcome = await store.transaction(async (tx): Promise<ProvisionResult | null> => {
       const current = await tx.getDeviceByRegistrationId(tenantId, registrationId);
@@ -450,22 +435,7 @@ export class ProvisioningPipeline {
       validityDays: body.certificateProfile?.validityDays ?? settings.deviceCertValidityDays,
     });
     const at = now.toISOString();
-    const cert: CertificateRecord = {
-      id: newId('crt'),
-      tenantId: device.tenantId,
-      deviceId: device.id,
-      serial: issued.serialHex,
-      issuerCaId: authority.issuing.id,
-      subject: issued.subject,
-      notBefore: issued.notBefore.toISOString(),
-      notAfter: issued.notAfter.toISOString(),
-      publicKeyFingerprint: csr.publicKeyFingerprint,
-      pem: issued.pem,
-      status: 'active',
-      revokedAt: null,
-      revocationReason: null,
-      createdAt: at,
-    };
+    const cert = certificateRecord(issued, { tenantId: device.tenantId, deviceId: device.id, issuerCaId: authority.issuing.id, publicKeyFingerprint: csr.publicKeyFingerprint, at });
     const note = `${rekey ? 'rekeyed' : 'renewed (same key)'}; replaces certificate ${current.serial}${forcedBy ? `; forced by ${forcedBy === 'operator' ? 'an operator' : 'the caller'}` : ''}`;
 
     const outcome = await store.transaction(async (tx): Promise<ProvisionResult> => {
@@ -534,6 +504,26 @@ interface ServerKeygen {
   requestKeyFingerprint: string;
   privateKeyPkcs8: Buffer;
   description: string;
+}
+
+/** The store record of a certificate just issued: active, owned by the device. */
+function certificateRecord(issued: IssuedCertificate, o: { tenantId: string; deviceId: string; issuerCaId: string; publicKeyFingerprint: string; at: string }): CertificateRecord {
+  return {
+    id: newId('crt'),
+    tenantId: o.tenantId,
+    deviceId: o.deviceId,
+    serial: issued.serialHex,
+    issuerCaId: o.issuerCaId,
+    subject: issued.subject,
+    notBefore: issued.notBefore.toISOString(),
+    notAfter: issued.notAfter.toISOString(),
+    publicKeyFingerprint: o.publicKeyFingerprint,
+    pem: issued.pem,
+    status: 'active',
+    revokedAt: null,
+    revocationReason: null,
+    createdAt: o.at,
+  };
 }
 
 export function checkDeviceUsable(d: Device): void {

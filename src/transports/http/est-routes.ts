@@ -120,17 +120,19 @@ export async function registerEstRoutes(app: FastifyInstance, services: HttpServ
 
         est.get(`${base}/csrattrs`, options, async (_request, reply) => sendBase64(reply, 'application/csrattrs', csrattrs));
 
-        est.post(`${base}/simpleenroll`, options, async (request: EstRequest, reply) => {
-          const result = await services.pipeline.provision({
+        // simpleenroll and serverkeygen are one pipeline call; serverkeygen only asks it to make the key.
+        const enroll = (request: EstRequest, serverKeygen: boolean) =>
+          services.pipeline.provision({
             protocol: 'est',
             sourceAddress: request.ip,
             ...splitQuery(request.query),
             csr: request.body,
             credential: estCredential(request),
+            ...(serverKeygen ? { serverKeygen: true } : {}),
             ...labelOf(request),
           });
-          return sendBase64(reply, CERTS_ONLY, certsOnly(result));
-        });
+
+        est.post(`${base}/simpleenroll`, options, async (request: EstRequest, reply) => sendBase64(reply, CERTS_ONLY, certsOnly(await enroll(request, false))));
 
         est.post(`${base}/simplereenroll`, options, async (request: EstRequest, reply) => {
           const result = await services.pipeline.reenroll({ protocol: 'est', sourceAddress: request.ip, chainDer: peerCertificateChain(request), csr: request.body });
@@ -138,15 +140,7 @@ export async function registerEstRoutes(app: FastifyInstance, services: HttpServ
         });
 
         est.post(`${base}/serverkeygen`, options, async (request: EstRequest, reply) => {
-          const result = await services.pipeline.provision({
-            protocol: 'est',
-            sourceAddress: request.ip,
-            ...splitQuery(request.query),
-            csr: request.body,
-            credential: estCredential(request),
-            serverKeygen: true,
-            ...labelOf(request),
-          });
+          const result = await enroll(request, true);
           if (!result.privateKeyPkcs8) throw new FleetpassError('INTERNAL_ERROR', 'serverkeygen produced no key');
           // RFC 7030 section 4.4.2: multipart/mixed, the private key (application/pkcs8) then the certificate.
           const boundary = `fleetpass-est-${randomBytes(12).toString('hex')}`;
