@@ -150,8 +150,11 @@ export interface AttemptFilter {
 
 export interface AttemptRepo {
   recordAttempt(a: AttemptRecord): Promise<void>;
-  /** tenantId-scoped; attempts whose tenant could not be determined are listed with tenantId null only to platform tools. */
-  listAttempts(tenantId: string, filter: AttemptFilter, page: PageRequest): Promise<Page<AttemptRecord>>;
+  /**
+   * Attempts of one tenant; tenantId null = attempts that failed before any tenant could be known
+   * (untrusted or expired certificates, no credential) — shown to platform admins only.
+   */
+  listAttempts(tenantId: string | null, filter: AttemptFilter, page: PageRequest): Promise<Page<AttemptRecord>>;
 }
 
 export interface AuditRepo {

@@ -672,14 +672,15 @@ export class KyselyRepos implements Repos {
   }
 
   /** `since` is inclusive, `until` exclusive (createdAt). */
-  async listAttempts(tenantId: string, filter: AttemptFilter, page: PageRequest): Promise<Page<AttemptRecord>> {
+  async listAttempts(tenantId: string | null, filter: AttemptFilter, page: PageRequest): Promise<Page<AttemptRecord>> {
     const limit = pageLimit(page);
     const cursor = page.cursor;
     const { reasonCode, registrationId, enrollmentId, outcome, since, until } = filter;
     const rows = await this.db
       .selectFrom('attempts')
       .selectAll()
-      .where('tenant_id', '=', tenantId)
+      .$if(tenantId !== null, (q) => q.where('tenant_id', '=', tenantId as string))
+      .$if(tenantId === null, (q) => q.where('tenant_id', 'is', null))
       .$if(reasonCode !== undefined, (q) => q.where('reason_code', '=', reasonCode as string))
       .$if(registrationId !== undefined, (q) => q.where('registration_id', '=', registrationId as string))
       .$if(enrollmentId !== undefined, (q) => q.where('enrollment_id', '=', enrollmentId as string))

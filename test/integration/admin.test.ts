@@ -146,6 +146,23 @@ describeEachBackend('admin API', (ctx) => {
     assert.deepEqual([...seen].sort(), [...ids].sort());
   });
 
+  it('shows attempts that failed before any tenant was known to platform admins only', async () => {
+    makeCa(dir, 'nobody', '/O=Nobody/CN=nobody-ca');
+    const stranger = makeLeaf(dir, 'nobody', 'stranger', 'STRANGER-1');
+    const r = await srv.request('POST', '/v1/provision', { body: { registrationId: 'STRANGER-1', csr: makeCsr(dir, 'stranger-csr').csrPem }, cert: stranger.certPem, key: stranger.keyPem });
+    assert.equal(r.json.error.code, 'CERTIFICATE_UNTRUSTED');
+    const own = await srv.admin('GET', '/attempts?registrationId=STRANGER-1');
+    assert.equal(own.json.items.length, 0, 'no tenant owns it');
+    const platform = await srv.admin('GET', '/attempts?unattributed=true&registrationId=STRANGER-1');
+    assert.equal(platform.status, 200, platform.text);
+    assert.equal(platform.json.items.length, 1);
+    assert.equal(platform.json.items[0].reasonCode, 'CERTIFICATE_UNTRUSTED');
+    assert.equal(platform.json.items[0].tenantId, null);
+    const other = await srv.admin('GET', '/attempts?unattributed=true', undefined, tokenB);
+    assert.equal(other.status, 403);
+    assert.equal(other.json.error.code, 'FORBIDDEN');
+  });
+
   it('serves an OpenAPI 3 document naming the admin paths', async () => {
     const r = await srv.request('GET', '/admin/v1/openapi.json');
     assert.equal(r.status, 200);

@@ -163,10 +163,12 @@ export async function registerAdminRoutes(app: FastifyInstance, s: HttpServices)
     certificateView(await s.lifecycle.revokeCertificate(principal(req), req.params.id, req.body?.reason ?? 'unspecified')));
 
   // --- attempts and audit ----------------------------------------------------------------------
-  type AttemptQuery = { limit?: number; cursor?: string; reasonCode?: string; registrationId?: string; enrollmentId?: string; outcome?: never; since?: string; until?: string };
+  type AttemptQuery = { limit?: number; cursor?: string; reasonCode?: string; registrationId?: string; enrollmentId?: string; outcome?: never; since?: string; until?: string; unattributed?: boolean };
   app.get('/attempts', { schema: { ...tags('attempts'), summary: 'Provisioning attempts, newest last, filterable by reason code, registration ID, enrollment and time', querystring: S.attemptListQuery } }, async (req: Req<unknown, AttemptQuery>) => {
-    const { limit: _l, cursor: _c, ...filter } = req.query;
-    return s.store.listAttempts(principal(req).tenantId, defined(filter), page(req.query));
+    const { limit: _l, cursor: _c, unattributed, ...filter } = req.query;
+    const p = principal(req);
+    if (unattributed && !p.platformAdmin) throw new FleetpassError('FORBIDDEN', 'attempts without a tenant are shown to admin keys of the platform tenant only');
+    return s.store.listAttempts(unattributed ? null : p.tenantId, defined(filter), page(req.query));
   });
   app.get('/audit-events', { schema: { ...tags('audit'), querystring: S.listQuery } }, async (req: Req<unknown, { limit?: number; cursor?: string }>) => s.store.listAudit(principal(req).tenantId, page(req.query)));
 }

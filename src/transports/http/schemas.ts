@@ -148,6 +148,7 @@ export const attemptListQuery = {
     registrationId: str(128),
     enrollmentId: str(64),
     outcome: { type: 'string', enum: ['success', 'failure'] },
+    unattributed: { type: 'boolean', description: 'Platform admins: attempts that failed before a tenant was known (untrusted or expired certificates, no credential).' },
     since: { type: 'string', format: 'date-time' },
     until: { type: 'string', format: 'date-time' },
   },
