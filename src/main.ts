@@ -1,4 +1,5 @@
 /** Wiring only: config → key manager → storage → services → transports; graceful close. */
+import cluster from 'node:cluster';
 import { mkdirSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -17,6 +18,7 @@ import { ProvisioningPipeline } from './provisioning/pipeline.js';
 import { LifecycleService } from './lifecycle/service.js';
 import { Metrics } from './observability/metrics.js';
 import { createLogger } from './observability/logger.js';
+import { workerMetricsSource } from './observability/cluster-metrics.js';
 import { buildHttpApp } from './transports/http/app.js';
 
 export interface Fleetpass {
@@ -108,6 +110,7 @@ export async function startFleetpass(config: Readonly<FleetpassConfig>, opts: { 
       maxBodyBytes: config.maxBodyBytes,
       tls,
       ...(config.trustProxyClientCert ? { proxyClientCert: { trustedProxies: config.trustedProxies, header: config.clientCertHeader } } : {}),
+      ...(cluster.isWorker ? { metricsSource: workerMetricsSource(metrics.registry) } : {}),
     });
     await app.listen({ host: config.host, port: config.port });
     const address = app.server.address();

@@ -4,6 +4,7 @@ import { loadConfig } from '../config/load.js';
 import type { FleetpassConfig } from '../config/schema.js';
 import { prepareFleetpass, startFleetpass, type Fleetpass } from '../main.js';
 import { createLogger } from '../observability/logger.js';
+import { servePrimaryMetrics } from '../observability/cluster-metrics.js';
 
 type Flags = Record<string, string | boolean | undefined>;
 
@@ -99,6 +100,7 @@ export async function serve(flags: Flags): Promise<void> {
     log.error({ pid: w.process.pid, code, signal }, 'worker exited; starting a new one');
     fork();
   });
+  servePrimaryMetrics();
   for (let i = 0; i < workers; i++) fork();
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;

@@ -15,15 +15,17 @@ import { parseForwardedCertificate } from '../../src/transports/http/client-cert
 
 const CLI = new URL('../../src/cli/index.js', import.meta.url).pathname;
 
-function get(port: string | number, path: string, ca: string, token?: string): Promise<{ status: number; body: string }> {
+function get(port: string | number, path: string, ca: string, token?: string, json?: unknown): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = httpsRequest({ host: '127.0.0.1', port, path, servername: 'localhost', ca, agent: false, headers: token ? { authorization: `Bearer ${token}` } : {} }, (res) => {
+    const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+    if (json !== undefined) headers['content-type'] = 'application/json';
+    const req = httpsRequest({ host: '127.0.0.1', port, path, method: json === undefined ? 'GET' : 'POST', servername: 'localhost', ca, agent: false, headers }, (res) => {
       let body = '';
       res.on('data', (c: Buffer) => (body += c.toString()));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     });
     req.on('error', reject);
-    req.end();
+    req.end(json === undefined ? undefined : JSON.stringify(json));
   });
 }
 
@@ -64,6 +66,19 @@ describeEachBackend('scale', (ctx) => {
       assert.equal(pids.size, 2, `answers came from ${[...pids].join(', ')}`);
       const r = await get(port, '/admin/v1/tenants/current', ca, token);
       assert.equal(r.status, 200, r.body);
+      // Onboard devices over fresh connections (round-robin over both workers); every scrape, whichever
+      // worker answers it, shows the sum over the workers.
+      const csrDir = tempDir();
+      for (let i = 0; i < 4; i++) {
+        const e = await get(port, '/admin/v1/enrollments', ca, token, { registrationId: `WRK-${i}`, attestation: { type: 'token' } });
+        assert.equal(e.status, 201, e.body);
+        const p = await get(port, '/v1/provision', ca, JSON.parse(e.body).token, { registrationId: `WRK-${i}`, csr: makeCsr(csrDir, `w${i}`).csrPem });
+        assert.equal(p.status, 200, p.body);
+      }
+      for (let i = 0; i < 4; i++) {
+        const m = await get(port, '/metrics', ca);
+        assert.match(m.body, /fleetpass_provisioning_attempts_total\{protocol="https",outcome="success",reason="OK"\} 4\b/, m.body.slice(0, 400));
+      }
     } finally {
       child.kill('SIGTERM');
       const [code] = (await once(child, 'exit')) as [number | null];

@@ -31,6 +31,8 @@ export interface HttpOptions {
   tls?: { keyPem: string; certPem: string };
   /** Client certificates forwarded by a TLS-terminating load balancer (off when absent). */
   proxyClientCert?: ProxyClientCertOptions;
+  /** Where /metrics comes from when not this process's registry (the sum over cluster workers). */
+  metricsSource?: () => Promise<{ contentType: string; text: string }>;
   /** Seconds a keep-alive connection may idle. */
   keepAliveTimeoutMs?: number;
 }
@@ -105,7 +107,13 @@ export async function buildHttpApp(services: HttpServices, opts: HttpOptions): P
     const der = await services.lifecycle.currentCrl(m[1]!);
     return reply.type('application/pkix-crl').header('cache-control', 'max-age=60').send(der);
   });
-  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => reply.type(services.metrics.registry.contentType).send(await services.metrics.registry.metrics()));
+  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+    if (opts.metricsSource) {
+      const m = await opts.metricsSource();
+      return reply.type(m.contentType).send(m.text);
+    }
+    return reply.type(services.metrics.registry.contentType).send(await services.metrics.registry.metrics());
+  });
 
   // --- device API -----------------------------------------------------------------------------
   app.post<{ Body: Record<string, unknown> }>(
