@@ -197,6 +197,14 @@ export class ProvisioningPipeline {
   private async run(req: ProvisionRequest, ctx: AttemptContext): Promise<ProvisionResult> {
     const { clock } = this.deps;
     const claimed = req.registrationId === undefined || req.registrationId === null ? undefined : checkRegistrationId(req.registrationId);
+    if (ctx.registrationId === null && req.credential.type === 'client-certificate' && req.credential.chainDer[0]) {
+      // The certificate names the device even when attestation fails: operators need it in the attempt log.
+      try {
+        ctx.registrationId = parseCertificate(req.credential.chainDer[0]).commonName?.slice(0, 128) ?? null;
+      } catch {
+        // unreadable certificate: attestation reports it
+      }
+    }
     const att = await this.deps.attestor.attest(req.credential, claimed, req.enrollmentName === undefined ? {} : { enrollmentName: req.enrollmentName });
     ctx.tenantId = att.tenant.id;
     ctx.enrollmentId = att.enrollment.id;

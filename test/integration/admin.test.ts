@@ -149,7 +149,7 @@ describeEachBackend('admin API', (ctx) => {
   it('shows attempts that failed before any tenant was known to platform admins only', async () => {
     makeCa(dir, 'nobody', '/O=Nobody/CN=nobody-ca');
     const stranger = makeLeaf(dir, 'nobody', 'stranger', 'STRANGER-1');
-    const r = await srv.request('POST', '/v1/provision', { body: { registrationId: 'STRANGER-1', csr: makeCsr(dir, 'stranger-csr').csrPem }, cert: stranger.certPem, key: stranger.keyPem });
+    const r = await srv.request('POST', '/v1/provision', { body: { csr: makeCsr(dir, 'stranger-csr').csrPem }, cert: stranger.certPem, key: stranger.keyPem });
     assert.equal(r.json.error.code, 'CERTIFICATE_UNTRUSTED');
     const own = await srv.admin('GET', '/attempts?registrationId=STRANGER-1');
     assert.equal(own.json.items.length, 0, 'no tenant owns it');
