@@ -7,7 +7,7 @@ import type { IssuedCertificate, ParsedCsr } from '../pki/types.js';
 import type { Repos, Store } from '../registry/store.js';
 import { StoreConflictError } from '../registry/store.js';
 import { DEFAULT_TEMPLATE, parameterVars, renderTemplate, validateParameters } from '../registry/template.js';
-import type { CertificateRecord, Device, Enrollment, TemplateBody } from '../registry/types.js';
+import type { CertificateRecord, Device, Enrollment, TemplateBody, AttemptRecord } from '../registry/types.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { AdmissionControl } from './admission.js';
 import { checkRegistrationId, type Attestor, type DeviceCredential } from './attestation.js';
@@ -122,6 +122,10 @@ interface AttemptContext {
   enrollmentId: string | null;
   registrationId: string | null;
   deviceId: string | null;
+  door: { protocol: string; sourceAddress: string | null };
+  started: number;
+  /** Set when the success attempt was written inside the registration transaction (one commit, not two). */
+  recorded: boolean;
 }
 
 /**
@@ -152,7 +156,7 @@ export class ProvisioningPipeline {
 
   private async attempt(door: { protocol: string; sourceAddress: string | null }, registrationId: string | null, fn: (ctx: AttemptContext) => Promise<ProvisionResult>): Promise<ProvisionResult> {
     const started = performance.now();
-    const ctx: AttemptContext = { tenantId: null, enrollmentId: null, registrationId, deviceId: null };
+    const ctx: AttemptContext = { tenantId: null, enrollmentId: null, registrationId, deviceId: null, door: { protocol: door.protocol, sourceAddress: door.sourceAddress }, started, recorded: false };
     try {
       const result = await this.deps.admission.run(() => fn(ctx));
       await this.finish(door, ctx, started, null, result);
@@ -173,25 +177,30 @@ export class ProvisioningPipeline {
     // Deferred requests are not attempts of the device's identity: recording each would turn a burst
     // into a write storm exactly when the store is busiest. They are counted in metrics instead.
     if (error && (error.code === 'RATE_LIMITED' || error.code === 'OVERLOADED')) return;
+    if (ctx.recorded && !error) return;
     try {
-      await this.deps.store.recordAttempt({
-        id: newId('att'),
-        tenantId: ctx.tenantId,
-        enrollmentId: ctx.enrollmentId,
-        registrationId: ctx.registrationId,
-        protocol: req.protocol,
-        sourceAddress: req.sourceAddress,
-        outcome,
-        reasonCode: error?.code ?? null,
-        message: error ? error.message.slice(0, 500) : result?.reused ? 'retry answered with the certificate issued before' : (result?.note ?? null),
-        deviceId: result?.device.id ?? ctx.deviceId,
-        latencyMs: Math.round(latencyMs * 100) / 100,
-        createdAt: this.deps.clock.now().toISOString(),
-      });
+      await this.deps.store.recordAttempt(this.attemptRecord(req, ctx, latencyMs, error, result));
     } catch (e) {
       // The device's answer must not depend on the attempt log; the metric above still counts it.
       this.deps.log.warn({ err: e }, 'could not record provisioning attempt');
     }
+  }
+
+  private attemptRecord(req: { protocol: string; sourceAddress: string | null }, ctx: AttemptContext, latencyMs: number, error: FleetpassError | null, result: ProvisionResult | null): AttemptRecord {
+    return {
+      id: newId('att'),
+      tenantId: ctx.tenantId,
+      enrollmentId: ctx.enrollmentId,
+      registrationId: ctx.registrationId,
+      protocol: req.protocol,
+      sourceAddress: req.sourceAddress,
+      outcome: error ? 'failure' : 'success',
+      reasonCode: error?.code ?? null,
+      message: error ? error.message.slice(0, 500) : result?.reused ? 'retry answered with the certificate issued before' : (result?.note ?? null),
+      deviceId: result?.device.id ?? ctx.deviceId,
+      latencyMs: Math.round(latencyMs * 100) / 100,
+      createdAt: this.deps.clock.now().toISOString(),
+    };
   }
 
   private async run(req: ProvisionRequest, ctx: AttemptContext): Promise<ProvisionResult> {
@@ -359,6 +368,8 @@ export class ProvisioningPipeline {
       await tx.createCertificate(cert);
       await this.consumeToken(tx, enrollment, csr, deviceId, at);
       const result: ProvisionResult = { device, certificate: cert, chainPem: this.deps.authority.chainPem, configuration: device.configuration, endpoints: this.endpointsFor(rendered.endpoints), reused: false };
+      // The success attempt commits with the registration (one commit per onboarding, not two).
+      if (!keygen) await tx.recordAttempt(this.attemptRecord(ctx.door, ctx, performance.now() - ctx.started, null, result));
       if (keygen) {
         await tx.setSetting(serverKeygenSettingKey(deviceId), keygen.requestKeyFingerprint);
         await tx.appendAudit({
@@ -371,6 +382,7 @@ export class ProvisioningPipeline {
       return result;
     });
     if (outcome === null) throw new StoreConflictError('device changed during provisioning');
+    if (!keygen) ctx.recorded = true;
     this.deps.metrics.certificatesIssued.inc({ kind: 'device' });
     return outcome;
   }
