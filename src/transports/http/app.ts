@@ -1,17 +1,16 @@
-import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import { Ajv } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import type { Logger } from 'pino';
 import { FleetpassError } from '../../core/errors.js';
-import type { DeviceCredential } from '../../provisioning/attestation.js';
 import type { CertificateAuthority } from '../../provisioning/authority.js';
 import type { ProvisioningPipeline } from '../../provisioning/pipeline.js';
 import type { LifecycleService } from '../../lifecycle/service.js';
 import type { RegistryService } from '../../registry/service.js';
 import type { Store } from '../../registry/store.js';
 import type { Metrics } from '../../observability/metrics.js';
-import { enableProxyClientCert, peerCertificateChain, type ProxyClientCertOptions } from './client-cert.js';
+import { credentialFrom, enableProxyClientCert, peerCertificateChain, type ProxyClientCertOptions } from './client-cert.js';
 import { sendError, toCodedError } from './errors.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { registerEstRoutes } from './est-routes.js';
@@ -37,18 +36,6 @@ export interface HttpOptions {
   keepAliveTimeoutMs?: number;
 }
 
-/** Credential from the wire: an Authorization header wins over a TLS client certificate. */
-export function credentialFrom(request: FastifyRequest): DeviceCredential {
-  const auth = request.headers.authorization;
-  if (auth) {
-    if (auth.startsWith('SharedAccessSignature ')) return { type: 'sas', authorization: auth };
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
-    if (m) return { type: 'token', token: m[1]! };
-  }
-  const chain = peerCertificateChain(request);
-  if (chain.length > 0) return { type: 'client-certificate', chainDer: chain };
-  return { type: 'none' };
-}
 
 /** The Fastify application: device API, admin API, CA bundle, CRL, health and metrics. server.ts only listens. */
 export async function buildHttpApp(services: HttpServices, opts: HttpOptions): Promise<FastifyInstance> {

@@ -1,6 +1,7 @@
 import { BlockList, isIP } from 'node:net';
 import type { TLSSocket, DetailedPeerCertificate } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { DeviceCredential } from '../../provisioning/attestation.js';
 import { fail } from '../../core/errors.js';
 import { splitPemChain } from '../../pki/index.js';
 
@@ -81,4 +82,17 @@ export function peerCertificateChain(request: FastifyRequest): Buffer[] {
     c = c.issuerCertificate;
   }
   return out;
+}
+
+/** Credential from the wire: an Authorization header wins over a TLS client certificate. */
+export function credentialFrom(request: FastifyRequest): DeviceCredential {
+  const auth = request.headers.authorization;
+  if (auth) {
+    if (auth.startsWith('SharedAccessSignature ')) return { type: 'sas', authorization: auth };
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
+    if (m) return { type: 'token', token: m[1]! };
+  }
+  const chain = peerCertificateChain(request);
+  if (chain.length > 0) return { type: 'client-certificate', chainDer: chain };
+  return { type: 'none' };
 }

@@ -16,7 +16,7 @@ import { certsOnlyPkcs7, csrAttributes, pemToDer, splitPemChain } from '../../pk
 import type { DeviceCredential } from '../../provisioning/attestation.js';
 import type { ProvisionResult } from '../../provisioning/pipeline.js';
 import type { HttpServices } from './app.js';
-import { peerCertificateChain } from './client-cert.js';
+import { credentialFrom, peerCertificateChain } from './client-cert.js';
 import { toCodedError } from './errors.js';
 
 export const EST_PREFIX = '/.well-known/est';
@@ -64,14 +64,9 @@ export function estCredential(request: FastifyRequest): DeviceCredential {
       const colon = decoded.indexOf(':');
       return colon < 0 ? { type: 'basic', username: decoded, password: '' } : { type: 'basic', username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
     }
-    if (auth.startsWith('SharedAccessSignature ')) return { type: 'sas', authorization: auth };
-    const bearer = /^Bearer\s+(\S+)\s*$/i.exec(auth);
-    if (bearer) return { type: 'token', token: bearer[1]! };
-    // Any other scheme: ignored, as on /v1/provision; the TLS client certificate (or nothing) decides.
   }
-  const chain = peerCertificateChain(request);
-  if (chain.length > 0) return { type: 'client-certificate', chainDer: chain };
-  return { type: 'none' };
+  // Bearer tokens and SAS signatures as on /v1/provision; otherwise the TLS client certificate.
+  return credentialFrom(request);
 }
 
 type EstRequest = FastifyRequest<{ Params: { label?: string }; Querystring: Record<string, unknown>; Body: Buffer | undefined }>;
