@@ -38,20 +38,19 @@ export class PinnedTrust {
 
   /**
    * Null when the server certificate chains to the bundle, is valid now and names the host; else why
-   * not. Takes the cheap (non-detailed) peer certificate: a server certificate seen and checked before
-   * is recognised by its fingerprint.
+   * not. Takes OpenSSL's already-decoded peer certificate (TLSSocket.getPeerX509Certificate): a server
+   * certificate seen and checked before is recognised by its fingerprint.
    */
-  checkServer(peer: { raw?: Buffer; fingerprint256?: string } | undefined, host: string): string | null {
-    if (!peer?.raw || !peer.fingerprint256) return 'the server presented no certificate';
-    if (this.trustedServers.has(peer.fingerprint256)) return null;
-    const cert = new X509Certificate(peer.raw);
+  checkServer(cert: X509Certificate | undefined, host: string): string | null {
+    if (!cert) return 'the server presented no certificate';
+    if (this.trustedServers.has(cert.fingerprint256)) return null;
     const now = Date.now();
     if (now < Date.parse(cert.validFrom) || now > Date.parse(cert.validTo)) return `the server certificate is not valid now (${cert.validFrom} – ${cert.validTo})`;
     const named = isIP(host) ? cert.checkIP(host) : cert.checkHost(host);
     if (!named) return `the server certificate does not name ${host}`;
     const issued = this.anchors.some((a) => a.x509.fingerprint256 === cert.fingerprint256 || (cert.checkIssued(a.x509) && cert.verify(a.x509.publicKey)));
     if (!issued) return 'the server certificate was not issued by a CA of the pinned bundle';
-    this.trustedServers.add(peer.fingerprint256);
+    this.trustedServers.add(cert.fingerprint256);
     return null;
   }
 

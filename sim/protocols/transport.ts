@@ -139,7 +139,7 @@ export function exchange(t: ResolvedTarget, r: ExchangeRequest): Promise<Exchang
           req.destroy(Object.assign(new Error('connection reset before the request was sent (injected)'), { code: INJECTED_RESET }));
           return;
         }
-        const problem = t.trust.checkServer(socket.getPeerCertificate(false), t.verifyHost);
+        const problem = t.trust.checkServer(socket.getPeerX509Certificate(), t.verifyHost);
         if (problem) {
           req.destroy(Object.assign(new Error(problem), { code: 'SERVER_UNTRUSTED' }));
           return;

@@ -1,20 +1,10 @@
 /** Certificate parsing into the flat CertificateInfo shape used across Fleetpass. */
 import { X509Certificate } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import {
-  AuthorityKeyIdentifier,
-  BasicConstraints,
-  SubjectAlternativeName,
-  SubjectKeyIdentifier,
-  id_ce_authorityKeyIdentifier,
-  id_ce_basicConstraints,
-  id_ce_subjectAltName,
-  id_ce_subjectKeyIdentifier,
-} from '@peculiar/asn1-x509';
 import { FleetpassError } from '../core/errors.js';
 import { sha256Hex } from '../core/ids.js';
 import type { CertificateInfo } from './types.js';
 import { TAG, children, decodeOid, decodeTime, expectTag, integerHex, readExact } from './der.js';
+import { EXT, decodeAuthorityKeyIdentifier, decodeBasicConstraints, decodeSubjectAltName, decodeSubjectKeyIdentifier } from './extensions.js';
 import { formatName } from './name.js';
 import { pemToDer } from './pem.js';
 
@@ -36,9 +26,6 @@ function toDer(input: string | Buffer): Buffer {
   return pemToDer(input, 'CERTIFICATE');
 }
 
-const hex = (b: ArrayBuffer | ArrayBufferView): string =>
-  (ArrayBuffer.isView(b) ? Buffer.from(b.buffer, b.byteOffset, b.byteLength) : Buffer.from(b)).toString('hex');
-
 export interface LoadedCertificate {
   x509: X509Certificate;
   details: CertificateDetails;
@@ -46,14 +33,19 @@ export interface LoadedCertificate {
 
 /**
  * Parsed certificates by DER hash. The same CA and device certificates are parsed on every request
- * (attestation, chain building, re-enrolment); X509Certificate construction alone costs ~0.2 ms.
- * Entries are immutable; the oldest is evicted first.
+ * (attestation, chain building, re-enrolment); X509Certificate construction alone costs ~0.25 ms
+ * (OpenSSL 3.0's key decoders). Entries are immutable; least recently used is evicted first, so the
+ * few CA certificates stay while a burst of device certificates passes through.
  */
 const loaded = new Map<string, LoadedCertificate>();
 const LOADED_MAX = 4096;
 
-/** Parses (or finds already parsed) a certificate; OpenSSL's view and ours, both validated. */
-export function loadCertificate(input: string | Buffer): LoadedCertificate {
+/**
+ * Parses (or finds already parsed) a certificate; OpenSSL's view and ours, both validated.
+ * `parsed`: OpenSSL's object for these exact bytes when the caller has one already (the TLS peer
+ * certificate), which saves decoding the certificate a second time.
+ */
+export function loadCertificate(input: string | Buffer, parsed?: X509Certificate): LoadedCertificate {
   let der: Buffer;
   try {
     der = toDer(input);
@@ -62,14 +54,16 @@ export function loadCertificate(input: string | Buffer): LoadedCertificate {
   }
   const key = sha256Hex(der);
   let c = loaded.get(key);
-  if (!c) {
-    c = loadUncached(der);
+  if (c) {
+    loaded.delete(key);
+  } else {
+    c = loadUncached(der, key, parsed);
     if (loaded.size >= LOADED_MAX) {
       const first = loaded.keys().next();
       if (!first.done) loaded.delete(first.value);
     }
-    loaded.set(key, c);
   }
+  loaded.set(key, c);
   return c;
 }
 
@@ -78,11 +72,11 @@ export function parseCertificateDetails(input: string | Buffer): CertificateDeta
   return loadCertificate(input).details;
 }
 
-function loadUncached(der: Buffer): LoadedCertificate {
+function loadUncached(der: Buffer, fingerprint: string, parsed: X509Certificate | undefined): LoadedCertificate {
   let x509: X509Certificate;
   try {
     // OpenSSL must accept it too (it is what verifies chains and serves TLS).
-    x509 = new X509Certificate(der);
+    x509 = parsed ?? new X509Certificate(der);
   } catch (err) {
     if (err instanceof FleetpassError) throw new FleetpassError('VALIDATION_FAILED', `not a certificate: ${err.message}`, { cause: err });
     throw new FleetpassError('VALIDATION_FAILED', `not a certificate: ${(err as Error).message}`, { cause: err });
@@ -110,7 +104,7 @@ function loadUncached(der: Buffer): LoadedCertificate {
       notBefore: decodeTime(nb),
       notAfter: decodeTime(na),
       isCa: false,
-      fingerprint: sha256Hex(der),
+      fingerprint,
       publicKeyFingerprint: sha256Hex(publicKeySpki),
       subjectKeyIdentifier: undefined,
       authorityKeyIdentifier: undefined,
@@ -127,26 +121,24 @@ function loadUncached(der: Buffer): LoadedCertificate {
         const id = decodeOid(expectTag(parts[0], TAG.OID, 'extension id').content);
         const value = expectTag(parts[parts.length - 1], TAG.OCTET_STRING, 'extension value').content;
         switch (id) {
-          case id_ce_subjectAltName:
-            for (const gn of AsnConvert.parse(value, SubjectAlternativeName)) {
-              if (gn.dNSName !== undefined) info.dnsNames.push(gn.dNSName);
-              if (gn.uniformResourceIdentifier !== undefined) info.uris.push(gn.uniformResourceIdentifier);
-            }
+          case EXT.subjectAltName: {
+            const san = decodeSubjectAltName(value);
+            info.dnsNames.push(...san.dnsNames);
+            info.uris.push(...san.uris);
             break;
-          case id_ce_basicConstraints: {
-            const bc = AsnConvert.parse(value, BasicConstraints);
+          }
+          case EXT.basicConstraints: {
+            const bc = decodeBasicConstraints(value);
             info.isCa = bc.cA;
-            info.pathLength = bc.pathLenConstraint;
+            info.pathLength = bc.pathLength;
             break;
           }
-          case id_ce_subjectKeyIdentifier:
-            info.subjectKeyIdentifier = hex(AsnConvert.parse(value, SubjectKeyIdentifier));
+          case EXT.subjectKeyIdentifier:
+            info.subjectKeyIdentifier = decodeSubjectKeyIdentifier(value);
             break;
-          case id_ce_authorityKeyIdentifier: {
-            const aki = AsnConvert.parse(value, AuthorityKeyIdentifier);
-            if (aki.keyIdentifier) info.authorityKeyIdentifier = hex(aki.keyIdentifier);
+          case EXT.authorityKeyIdentifier:
+            info.authorityKeyIdentifier = decodeAuthorityKeyIdentifier(value);
             break;
-          }
           default:
             break;
         }

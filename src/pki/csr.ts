@@ -2,15 +2,13 @@
  * PKCS#10 parsing and checks: well-formedness, proof of possession (the CSR signature verifies with
  * the key it carries) and key policy.
  */
-import { createPublicKey } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { Extensions, SubjectAlternativeName, id_ce_subjectAltName } from '@peculiar/asn1-x509';
 import { FleetpassError, fail } from '../core/errors.js';
 import { sha256Hex } from '../core/ids.js';
 import type { CsrLimits, ParsedCsr, PublicKeyInfo } from './types.js';
 import { TAG, children, decodeOid, expectTag, readExact } from './der.js';
-import { OIDS, UnsupportedSignatureAlgorithm, describePublicKey, verifySignature } from './algorithms.js';
+import { EXT, decodeSubjectAltName } from './extensions.js';
+import { OIDS, UnsupportedSignatureAlgorithm, describePublicKey, importPublicKey, verifySignature } from './algorithms.js';
 import { formatName } from './name.js';
 import { pemToDer } from './pem.js';
 
@@ -113,7 +111,7 @@ export function parseCsr(input: string | Buffer, limits: CsrLimits = DEFAULT_CSR
 
   let key: KeyObject;
   try {
-    key = createPublicKey({ key: spki, format: 'der', type: 'spki' });
+    key = importPublicKey(spki, publicKey);
   } catch (err) {
     throw new FleetpassError('CSR_INVALID', 'CSR public key cannot be decoded', { cause: err });
   }
@@ -144,11 +142,12 @@ function extractDnsNames(attributes: ReturnType<typeof readExact>): string[] {
     const [type, values] = children(expectTag(attr, TAG.SEQUENCE, 'attribute'));
     if (decodeOid(expectTag(type, TAG.OID, 'attribute type').content) !== ID_EXTENSION_REQUEST) continue;
     for (const value of children(expectTag(values, TAG.SET, 'attribute values'))) {
-      const exts = AsnConvert.parse(value.raw, Extensions);
-      for (const ext of exts) {
-        if (ext.extnID !== id_ce_subjectAltName) continue;
-        const san = AsnConvert.parse(ext.extnValue, SubjectAlternativeName);
-        for (const gn of san) if (gn.dNSName !== undefined) out.push(gn.dNSName);
+      // Extensions ::= SEQUENCE OF Extension { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }
+      for (const ext of children(expectTag(value, TAG.SEQUENCE, 'extensions'))) {
+        const parts = children(expectTag(ext, TAG.SEQUENCE, 'extension'));
+        if (parts.length < 2 || parts.length > 3) throw new Error('extension has the wrong number of fields');
+        if (decodeOid(expectTag(parts[0], TAG.OID, 'extension id').content) !== EXT.subjectAltName) continue;
+        out.push(...decodeSubjectAltName(expectTag(parts[parts.length - 1], TAG.OCTET_STRING, 'extension value').content).dnsNames);
       }
     }
   }

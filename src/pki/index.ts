@@ -5,7 +5,7 @@ export { issueCertificate, selfSignedCertificate, createSelfSignedCa, randomSeri
 export type { IssueOptions } from './issue.js';
 export { createRootAndIssuingCa, issueServerCertificate } from './ca.js';
 export type { CaMaterial, CreateCaOptions, ServerCertificate, ServerCertificateOptions } from './ca.js';
-export { parseCertificate } from './certinfo.js';
+export { parseCertificate, loadCertificate } from './certinfo.js';
 export { verifyChain, MAX_CHAIN_DEPTH } from './chain.js';
 export { buildCrl } from './crl.js';
 export type { BuildCrlOptions } from './crl.js';

@@ -28,6 +28,7 @@ import {
   verifyChain,
 } from '../../src/pki/index.js';
 import type { CaMaterial, CsrLimits } from '../../src/pki/index.js';
+import { buildCsr, csrPem, newEcKey } from '../../sim/crypto.js';
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -582,5 +583,81 @@ describe('parseCertificate', () => {
     assert.deepEqual(parseCertificate(root.der.toString('base64')), a);
     assert.deepEqual(parseCertificate(root.der), a);
     assert.equal(a.fingerprint, new X509Certificate(root.der).fingerprint256.replace(/:/g, '').toLowerCase());
+  });
+});
+
+describe('certificate extensions (DER reader) match OpenSSL', () => {
+  test('SAN (DNS, URI, email, IP), basicConstraints with pathlen, SKI and AKI', () => {
+    const keyFile = file('ext-key.pem', '');
+    const certFile = join(work, `${fileCounter++}-ext-cert.pem`);
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '2',
+      '-subj', '/O=Acme/CN=Acme Intermediate',
+      '-addext', 'basicConstraints=critical,CA:true,pathlen:3',
+      '-addext', 'subjectAltName=DNS:a.example.com,URI:urn:acme:device:1,email:ops@example.com,IP:10.0.0.1,DNS:b.example.com',
+      '-addext', 'subjectKeyIdentifier=hash',
+      '-addext', 'authorityKeyIdentifier=keyid:always',
+    ], { cwd: work, stdio: ['ignore', 'ignore', 'pipe'] });
+    const pem = readFileSync(certFile, 'utf8');
+    const info = parseCertificate(pem);
+    const x = new X509Certificate(pem);
+    assert.deepEqual(info.dnsNames, ['a.example.com', 'b.example.com']);
+    assert.deepEqual(info.uris, ['urn:acme:device:1']);
+    assert.equal(info.isCa, true);
+    assert.equal(x.ca, true);
+    const text = openssl(['x509', '-in', certFile, '-noout', '-ext', 'subjectKeyIdentifier,authorityKeyIdentifier']).out;
+    const hexIds = [...text.matchAll(/([0-9A-F]{2}(?::[0-9A-F]{2}){19})/g)].map((m) => m[1]!.replace(/:/g, '').toLowerCase());
+    assert.equal(hexIds.length, 2, text);
+    assert.equal(info.subjectKeyIdentifier, hexIds[0]);
+    assert.equal(info.authorityKeyIdentifier, hexIds[1]);
+  });
+
+  test('a leaf without basicConstraints is not a CA; a malformed SAN is VALIDATION_FAILED', async () => {
+    const { issuing } = await caFor('ecdsa-p256');
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const leaf = await issueClient(issuing, publicKey.export({ format: 'der', type: 'spki' }), { dnsNames: ['leaf.example.com'] });
+    const info = parseCertificate(leaf.der);
+    assert.equal(info.isCa, false);
+    assert.deepEqual(info.dnsNames, ['leaf.example.com']);
+    // Re-tag the SAN's SEQUENCE as a SET inside the (unsigned-over-here) structure: the reader refuses it.
+    const san = Buffer.from([0x06, 0x03, 0x55, 0x1d, 0x11]);
+    const at = leaf.der.indexOf(san);
+    assert.ok(at > 0);
+    const broken = Buffer.from(leaf.der);
+    const octet = at + san.length;
+    assert.equal(broken[octet], 0x04);
+    broken[octet + 2] = 0x31;
+    assertCode(() => parseCertificate(broken), 'VALIDATION_FAILED', /malformed|not a certificate/);
+  });
+});
+
+describe('CSR public key import', () => {
+  /** A CSR for a P-256 key whose SPKI carries `point` (signed with the real key), as sim/crypto builds them. */
+  async function csrWithPoint(mutate: (point: Buffer) => Buffer): Promise<string> {
+    const key = await newEcKey();
+    const prefix = key.spki.subarray(0, key.spki.length - 66);
+    const point = mutate(key.spki.subarray(key.spki.length - 65));
+    const bitString = Buffer.concat([Buffer.from([0x03, point.length + 1, 0x00]), point]);
+    const algId = prefix.subarray(2, 2 + 21);
+    const spki = Buffer.concat([Buffer.from([0x30, algId.length + bitString.length]), algId, bitString]);
+    return csrPem(buildCsr({ ...key, spki }, 'device-compressed'));
+  }
+
+  test('a compressed EC point is accepted (through the DER decoder)', async () => {
+    const pem = await csrWithPoint((p) => {
+      const y = p.subarray(33);
+      return Buffer.concat([Buffer.from([(y[31]! & 1) === 1 ? 0x03 : 0x02]), p.subarray(1, 33)]);
+    });
+    const csr = parseCsr(pem, LIMITS);
+    assert.deepEqual(csr.publicKey, { type: 'ec', curve: 'P-256', bits: 256 });
+  });
+
+  test('a point that is not on the curve → CSR_INVALID, not a crash', async () => {
+    const pem = await csrWithPoint((p) => {
+      const q = Buffer.from(p);
+      q[64] = q[64]! ^ 0x01;
+      return q;
+    });
+    assertCode(() => parseCsr(pem, LIMITS), 'CSR_INVALID', /public key/);
   });
 });
