@@ -385,15 +385,17 @@ export class KyselyRepos implements Repos {
   }
 
   async findIndividualEnrollments(tenantId: string | null, registrationId: string): Promise<Enrollment[]> {
+    // The tenant is filtered here, not in SQL: given tenant_id too, SQLite's planner (no statistics)
+    // walks the (tenant_id, id) index for the ORDER BY — every enrollment of the tenant, per lookup,
+    // which made bulk enrollment creation quadratic. A registration ID has a handful of rows at most.
     const rows = await this.db
       .selectFrom('enrollments')
       .selectAll()
       .where('kind', '=', 'individual')
       .where('registration_id', '=', registrationId)
-      .$if(tenantId !== null, (q) => q.where('tenant_id', '=', tenantId as string))
       .orderBy('id')
       .execute();
-    return rows.map(enrollmentFromRow);
+    return (tenantId === null ? rows : rows.filter((r) => r.tenant_id === tenantId)).map(enrollmentFromRow);
   }
 
   async findGroupEnrollments(tenantId: string, attestationType: AttestationType): Promise<Enrollment[]> {

@@ -765,6 +765,36 @@ describeEachBackend('Store contract', (ctx) => {
   });
 
   describe('several processes on one database', () => {
+    it('a transaction waiting for another connection\'s write lock leaves the event loop free, then proceeds', async () => {
+      const { store, url } = ctx();
+      const other = await openStore({ url });
+      try {
+        let release: () => void = () => undefined;
+        const held = new Promise<void>((r) => (release = r));
+        let entered: () => void = () => undefined;
+        const inside = new Promise<void>((r) => (entered = r));
+        const first = store.transaction(async (tx) => {
+          await tx.createTenant(tenant());
+          entered();
+          await held; // the write lock (SQLite) is held across this await
+        });
+        await inside;
+        const t = tenant();
+        let secondDone = false;
+        const second = other.transaction((tx) => tx.createTenant(t)).then(() => (secondDone = true));
+        // While the second transaction waits, timers still run in this process: it is not blocked
+        // inside SQLite's busy handler (which would also keep the first from ever committing).
+        await new Promise((r) => setTimeout(r, 30));
+        release();
+        await first;
+        await second;
+        assert.equal(secondDone, true);
+        assert.deepEqual(await store.getTenant(t.id), t);
+      } finally {
+        await other.close();
+      }
+    });
+
     it('audit chain, device limit and first-writer-wins settings hold across 4 workers', async () => {
       const { store, url } = ctx();
       const [a] = await tenants(store);

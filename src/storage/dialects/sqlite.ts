@@ -15,13 +15,41 @@ import type { OpenedDialect } from './guard.js';
  * Kysely's SqliteDriver starts transactions with a plain (deferred) BEGIN: the write lock is taken at
  * the first write, and two processes that both read first then write can deadlock on the lock upgrade
  * (SQLITE_BUSY without waiting for busy_timeout). BEGIN IMMEDIATE takes the write lock up front, so
- * a second process simply waits (busy_timeout) for the first to commit. Every store transaction —
- * including appendAudit's read-last-hash-then-insert — therefore runs under the database's single
- * write lock, which is what serialises the audit chain across processes on SQLite.
+ * a second process simply waits for the first to commit. Every store transaction — including
+ * appendAudit's read-last-hash-then-insert — therefore runs under the database's single write lock,
+ * which is what serialises the audit chain across processes on SQLite.
+ *
+ * The wait is asynchronous: better-sqlite3 is synchronous, and SQLite's own busy handler sleeps in
+ * the calling thread, so with several `--workers` a worker waiting for another's lock could do
+ * nothing else (no TLS handshakes, no CSR checks) until it got it. BEGIN IMMEDIATE is therefore tried
+ * with busy_timeout 0 and retried after short jittered timers, up to the configured busy timeout.
  */
 class ImmediateSqliteDriver extends SqliteDriver {
+  readonly #noWait: BetterSqlite3.Statement;
+  readonly #wait: BetterSqlite3.Statement;
+
+  constructor(config: SqliteDialectConfig, sqlite: BetterSqlite3.Database, private readonly busyTimeoutMs: number) {
+    super(config);
+    this.#noWait = sqlite.prepare('pragma busy_timeout = 0');
+    this.#wait = sqlite.prepare(`pragma busy_timeout = ${busyTimeoutMs}`);
+  }
+
   override async beginTransaction(connection: DatabaseConnection): Promise<void> {
-    await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+    const deadline = performance.now() + this.busyTimeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      this.#noWait.get();
+      try {
+        await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+        return;
+      } catch (err) {
+        if (errorCode(err) !== 'SQLITE_BUSY' || performance.now() >= deadline) throw err;
+      } finally {
+        this.#wait.get();
+      }
+      // 0.25 ms, doubling to 8 ms, full jitter: short waits while the holder commits in well under 1 ms.
+      const cap = Math.min(8, 0.25 * 2 ** Math.min(attempt, 5));
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * cap));
+    }
   }
 }
 
@@ -39,13 +67,13 @@ class TransactionalDdlSqliteAdapter extends SqliteAdapter {
 class FleetpassSqliteDialect extends SqliteDialect {
   readonly #config: SqliteDialectConfig;
 
-  constructor(config: SqliteDialectConfig) {
+  constructor(config: SqliteDialectConfig, private readonly sqlite: BetterSqlite3.Database, private readonly busyTimeoutMs: number) {
     super(config);
     this.#config = config;
   }
 
   override createDriver(): Driver {
-    return new ImmediateSqliteDriver(this.#config);
+    return new ImmediateSqliteDriver(this.#config, this.sqlite, this.busyTimeoutMs);
   }
 
   override createAdapter(): DialectAdapter {
@@ -102,12 +130,14 @@ export interface SqliteOptions {
   busyTimeoutMs?: number;
 }
 
+const busyTimeoutOf = (opts: SqliteOptions): number => Math.max(0, Math.floor(opts.busyTimeoutMs ?? 5000));
+
 function openSqliteDatabase(opts: SqliteOptions): BetterSqlite3.Database {
   const memory = opts.path === ':memory:';
   if (!memory) mkdirSync(dirname(resolve(opts.path)), { recursive: true });
   const sqlite = new BetterSqlite3(opts.path);
   // busy_timeout first, so switching to WAL waits for another process instead of failing.
-  sqlite.pragma(`busy_timeout = ${Math.max(0, Math.floor(opts.busyTimeoutMs ?? 5000))}`);
+  sqlite.pragma(`busy_timeout = ${busyTimeoutOf(opts)}`);
   if (!memory) sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma('foreign_keys = ON');
@@ -135,7 +165,7 @@ export function createSqliteKysely(opts: SqliteOptions): OpenedDialect {
     if (mapped instanceof FleetpassError) throw mapped;
     throw new FleetpassError('STORE_UNAVAILABLE', `cannot open SQLite database ${opts.path}: ${errorMessage(err)}`, { cause: err });
   }
-  const db = new Kysely<Database>({ dialect: guard.wrapDialect(new FleetpassSqliteDialect({ database: withStatementCache(sqlite) })) });
+  const db = new Kysely<Database>({ dialect: guard.wrapDialect(new FleetpassSqliteDialect({ database: withStatementCache(sqlite) }, sqlite, busyTimeoutOf(opts))) });
   return { db, guard, capabilities: sqliteCapabilities };
 }
 
