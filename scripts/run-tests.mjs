@@ -28,5 +28,7 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.FLEETPASS_TEST_CONCURRENCY ?? '2';
-const res = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files], { stdio: 'inherit' });
+// FLEETPASS_DEV_CHECKS: checks too costly for production (the store's transaction-misuse detection).
+const env = { ...process.env, FLEETPASS_DEV_CHECKS: process.env.FLEETPASS_DEV_CHECKS ?? '1' };
+const res = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files], { stdio: 'inherit', env });
 process.exit(res.status ?? 1);

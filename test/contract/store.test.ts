@@ -21,6 +21,9 @@ import { migrateStore, openStore } from '../../src/storage/index.js';
 import { describeEachBackend } from '../helpers/backends.js';
 import type { WorkerInput, WorkerOutput } from './store-worker.js';
 
+// The transaction-misuse check is a development check; this file tests it (see StoreGuard).
+process.env.FLEETPASS_DEV_CHECKS ??= '1';
+
 // --- fixtures -----------------------------------------------------------------------------------
 
 const now = (): string => new Date().toISOString();
@@ -678,6 +681,7 @@ describeEachBackend('Store contract', (ctx) => {
       assert.equal((await store.listAttempts(a.id, {}, { limit: 10 })).items.length, 1);
     });
 
+    // A development check (FLEETPASS_DEV_CHECKS=1, which scripts/run-tests.mjs and the top of this file set).
     it('using the store itself inside store.transaction fails fast instead of deadlocking', async () => {
       const { store } = ctx();
       const t = tenant();

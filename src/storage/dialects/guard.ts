@@ -28,9 +28,16 @@ interface TxMarker {
  * PostgreSQL it would silently run outside the transaction. Both now fail fast with a clear error.
  */
 export class StoreGuard {
-  readonly #scope = new AsyncLocalStorage<TxMarker>();
+  /**
+   * The misuse check is a development check (FLEETPASS_DEV_CHECKS=1; the test runner sets it): in
+   * Node 20 the first AsyncLocalStorage.run() turns on promise hooks for the whole process, which cost
+   * ~3% of the server's CPU per onboarding, every request, for a mistake only new code can make.
+   */
+  readonly #scope: AsyncLocalStorage<TxMarker> | undefined;
 
-  constructor(readonly capabilities: DialectCapabilities) {}
+  constructor(readonly capabilities: DialectCapabilities, checkTransactionScope = process.env.FLEETPASS_DEV_CHECKS === '1') {
+    this.#scope = checkTransactionScope ? new AsyncLocalStorage<TxMarker>() : undefined;
+  }
 
   mapError(err: unknown): unknown {
     if (err instanceof FleetpassError || err instanceof StoreConflictError) return err;
@@ -57,6 +64,7 @@ export class StoreGuard {
 
   /** Runs fn marked as the body of a store transaction (see the class comment). */
   async inTransactionScope<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.#scope) return fn();
     const marker: TxMarker = { active: true };
     try {
       return await this.#scope.run(marker, fn);
@@ -66,7 +74,7 @@ export class StoreGuard {
   }
 
   assertNotInTransactionScope(): void {
-    if (this.#scope.getStore()?.active) {
+    if (this.#scope?.getStore()?.active) {
       throw new Error(
         'Store used directly inside store.transaction(fn): use the `tx` argument instead ' +
           '(the transaction holds the connection; on SQLite this call would wait forever).',
