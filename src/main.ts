@@ -49,9 +49,15 @@ interface Core {
 }
 
 /** Store (migrated), keys, first tenant and admin token, CA: everything a process needs before serving. */
-async function openCore(config: Readonly<FleetpassConfig>, clock: Clock, log: Logger): Promise<Core> {
+async function openCore(config: Readonly<FleetpassConfig>, clock: Clock, log: Logger, backgroundWork = true): Promise<Core> {
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  const store = await openStore({ url: databaseUrlOf(config), poolSize: config.dbPoolSize, migrate: true });
+  const store = await openStore({
+    url: databaseUrlOf(config),
+    poolSize: config.dbPoolSize,
+    migrate: true,
+    sqliteCheckpoints: backgroundWork ? 'background' : 'elsewhere',
+    onCheckpointError: (m) => log.warn({ err: m }, 'background WAL checkpoint failed'),
+  });
   const closers: Array<() => Promise<void>> = [() => store.close()];
   try {
     const keys = await SoftKeyManager.open({
@@ -85,15 +91,19 @@ async function openCore(config: Readonly<FleetpassConfig>, clock: Clock, log: Lo
  */
 export async function prepareFleetpass(config: Readonly<FleetpassConfig>, opts: { clock?: Clock; log?: Logger } = {}): Promise<{ adminToken: string | null; adminTokenFile: string }> {
   const log = opts.log ?? createLogger(config.logLevel);
-  const core = await openCore(config, opts.clock ?? systemClock, log);
+  const core = await openCore(config, opts.clock ?? systemClock, log, false);
   for (const c of core.closers) await c();
   return { adminToken: core.adminToken, adminTokenFile: core.adminTokenFile };
 }
 
-export async function startFleetpass(config: Readonly<FleetpassConfig>, opts: { clock?: Clock; log?: Logger } = {}): Promise<Fleetpass> {
+/**
+ * `backgroundWork: false` for cluster workers: work that must run once per deployment, not once per
+ * process (SQLite WAL checkpoints), is the primary's.
+ */
+export async function startFleetpass(config: Readonly<FleetpassConfig>, opts: { clock?: Clock; log?: Logger; backgroundWork?: boolean } = {}): Promise<Fleetpass> {
   const clock = opts.clock ?? systemClock;
   const log = opts.log ?? createLogger(config.logLevel);
-  const core = await openCore(config, clock, log);
+  const core = await openCore(config, clock, log, opts.backgroundWork ?? true);
   const { store, keys, registry, authority, publicUrl, closers } = core;
   try {
     const admission = new AdmissionControl({ maxInFlight: config.admissionMaxInFlight, maxQueue: config.admissionMaxQueue, queueTimeoutMs: config.admissionQueueTimeoutMs, retryAfterSeconds: config.retryAfterSeconds });

@@ -57,7 +57,7 @@ async function main(): Promise<number> {
         return 2;
       }
       const config = loadConfig({ flags });
-      const store = await openStore({ url: databaseUrlOf(config), migrate: false });
+      const store = await openStore({ url: databaseUrlOf(config), migrate: false, sqliteCheckpoints: 'inline' });
       try {
         const progress = new Progress('verifying audit chain', null);
         const result = await verifyAuditChain(store, (n) => progress.update(n));

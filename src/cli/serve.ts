@@ -1,10 +1,11 @@
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
-import { loadConfig } from '../config/load.js';
+import { databaseUrlOf, loadConfig } from '../config/load.js';
 import type { FleetpassConfig } from '../config/schema.js';
 import { prepareFleetpass, startFleetpass, type Fleetpass } from '../main.js';
 import { createLogger } from '../observability/logger.js';
 import { servePrimaryMetrics } from '../observability/cluster-metrics.js';
+import { startWalCheckpointer } from '../storage/index.js';
 
 type Flags = Record<string, string | boolean | undefined>;
 
@@ -57,7 +58,7 @@ export async function serve(flags: Flags): Promise<void> {
   const workers = config.workers === 0 ? availableParallelism() : config.workers;
 
   if (cluster.isWorker) {
-    const fp = await startFleetpass(config);
+    const fp = await startFleetpass(config, { backgroundWork: false });
     process.send?.({ type: 'listening', port: fp.port });
     stopOnSignals(fp, config.shutdownGraceMs);
     return;
@@ -71,6 +72,8 @@ export async function serve(flags: Flags): Promise<void> {
 
   const log = createLogger(config.logLevel);
   const prepared = await prepareFleetpass(config, { log });
+  // Background work runs here, once, not in every worker.
+  const checkpointer = startWalCheckpointer(databaseUrlOf(config), (m) => log.warn({ err: m }, 'background WAL checkpoint failed'));
   let stopping = false;
   let announced = false;
   const crashes: number[] = [];
@@ -86,7 +89,7 @@ export async function serve(flags: Flags): Promise<void> {
   };
   cluster.on('exit', (w, code, signal) => {
     if (stopping) {
-      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      if (Object.keys(cluster.workers ?? {}).length === 0) void (checkpointer?.stop() ?? Promise.resolve()).finally(() => process.exit(0));
       return;
     }
     // A crash loop (5 in a minute) is a configuration or environment problem: stop instead of spinning.

@@ -1,12 +1,14 @@
 import type { Store } from '../registry/store.js';
 import type { OpenedDialect } from './dialects/guard.js';
 import { createPostgresKysely } from './dialects/postgres.js';
-import { createSqliteKysely } from './dialects/sqlite.js';
+import { createSqliteKysely, type CheckpointMode } from './dialects/sqlite.js';
+import { startCheckpointer, type Checkpointer } from './dialects/sqlite-checkpointer.js';
 import { KyselyStore } from './kysely-store.js';
 import { migrateToLatest } from './migrations/index.js';
 
 export { KyselyStore } from './kysely-store.js';
 export { MIGRATIONS } from './migrations/index.js';
+export type { Checkpointer } from './dialects/sqlite-checkpointer.js';
 
 export interface OpenStoreOptions {
   /** `sqlite:<path>`, `sqlite::memory:`, or `postgres://…` / `postgresql://…`. */
@@ -15,6 +17,14 @@ export interface OpenStoreOptions {
   poolSize?: number;
   /** Apply pending migrations before returning; default true. */
   migrate?: boolean;
+  /**
+   * SQLite: who checkpoints the WAL (see SqliteOptions.checkpoints). Default 'background', a thread
+   * of this process; cluster workers pass 'elsewhere': the primary runs the one checkpointer
+   * (startWalCheckpointer).
+   */
+  sqliteCheckpoints?: CheckpointMode;
+  /** SQLite: a background checkpoint failed (logged; the backstop automatic checkpoint remains). */
+  onCheckpointError?: (message: string) => void;
 }
 
 /** The URL with any password replaced, for messages and logs. */
@@ -22,20 +32,38 @@ export function redactStoreUrl(url: string): string {
   return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*:)[^@]*@/i, '$1***@');
 }
 
-function openDialect(url: string, poolSize?: number): OpenedDialect {
+/** The file path of a sqlite: URL (':memory:' included); undefined for other URLs. */
+function sqlitePathOf(url: string): string | undefined {
+  if (!url.startsWith('sqlite:')) return undefined;
+  let path = url.slice('sqlite:'.length);
+  if (path.startsWith('//')) path = path.slice(2); // sqlite:///abs/path → /abs/path
+  if (path === '') throw new Error(`Store URL has no SQLite path: ${url}`);
+  return path;
+}
+
+function openDialect(url: string, poolSize?: number, sqliteOpts: { checkpoints?: CheckpointMode; onCheckpointError?: (message: string) => void } = {}): OpenedDialect {
   if (/^postgres(ql)?:\/\//i.test(url)) return createPostgresKysely({ url, ...(poolSize === undefined ? {} : { poolSize }) });
-  if (url.startsWith('sqlite:')) {
-    let path = url.slice('sqlite:'.length);
-    if (path.startsWith('//')) path = path.slice(2); // sqlite:///abs/path → /abs/path
-    if (path === '') throw new Error(`Store URL has no SQLite path: ${url}`);
-    return createSqliteKysely({ path });
-  }
+  const path = sqlitePathOf(url);
+  if (path !== undefined) return createSqliteKysely({ path, ...sqliteOpts });
   throw new Error(`Unsupported store URL ${redactStoreUrl(url)}: expected sqlite:<path>, sqlite::memory: or postgres://…`);
+}
+
+/**
+ * The one WAL checkpointer for a SQLite file shared by several processes (cluster workers open their
+ * stores with sqliteCheckpoints: 'elsewhere'). Undefined for PostgreSQL and in-memory databases.
+ */
+export function startWalCheckpointer(url: string, onError?: (message: string) => void): Checkpointer | undefined {
+  const path = sqlitePathOf(url);
+  if (path === undefined || path === ':memory:') return undefined;
+  return startCheckpointer({ path, ...(onError ? { onError } : {}) });
 }
 
 /** Opens the store for a URL and (by default) migrates it to the latest schema. */
 export async function openStore(opts: OpenStoreOptions): Promise<Store> {
-  const opened = openDialect(opts.url, opts.poolSize);
+  const opened = openDialect(opts.url, opts.poolSize, {
+    ...(opts.sqliteCheckpoints === undefined ? {} : { checkpoints: opts.sqliteCheckpoints }),
+    ...(opts.onCheckpointError ? { onCheckpointError: opts.onCheckpointError } : {}),
+  });
   try {
     if (opts.migrate ?? true) await migrateToLatest(opened.db, opened.capabilities);
   } catch (err) {
@@ -47,7 +75,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
 
 /** Migrates the store at `url` to the latest schema; returns the migration names applied now. */
 export async function migrateStore(url: string): Promise<string[]> {
-  const opened = openDialect(url, 1);
+  const opened = openDialect(url, 1, { checkpoints: 'inline' });
   try {
     return await migrateToLatest(opened.db, opened.capabilities);
   } finally {

@@ -9,6 +9,7 @@ import { UNIQUE_KEYS } from '../schema.js';
 import type { DialectCapabilities, ErrorClass } from './capabilities.js';
 import { errorCode, errorMessage } from './capabilities.js';
 import { StoreGuard } from './guard.js';
+import { startCheckpointer, type Checkpointer } from './sqlite-checkpointer.js';
 import type { OpenedDialect } from './guard.js';
 
 /**
@@ -128,7 +129,17 @@ export interface SqliteOptions {
   path: string;
   /** busy_timeout in ms: how long a writer waits for another process's write lock. Default 5000. */
   busyTimeoutMs?: number;
+  /**
+   * Who checkpoints the WAL: 'background' (default for files) a thread of this process; 'elsewhere'
+   * another process does (cluster workers: the primary's thread); 'inline' SQLite itself, inside the
+   * COMMIT that crosses 1,000 pages (short-lived tools). The first two keep an automatic checkpoint
+   * at 20,000 pages as a backstop.
+   */
+  checkpoints?: CheckpointMode;
+  onCheckpointError?: (message: string) => void;
 }
+
+export type CheckpointMode = 'background' | 'elsewhere' | 'inline';
 
 const busyTimeoutOf = (opts: SqliteOptions): number => Math.max(0, Math.floor(opts.busyTimeoutMs ?? 5000));
 
@@ -147,6 +158,12 @@ function openSqliteDatabase(opts: SqliteOptions): BetterSqlite3.Database {
   sqlite.pragma('cache_size = -65536');
   if (!memory) sqlite.pragma('mmap_size = 1073741824');
   sqlite.pragma('temp_store = MEMORY');
+  if (!memory && (opts.checkpoints ?? 'background') !== 'inline') {
+    // Checkpoints run on a thread of their own (sqlite-checkpointer.ts); this is only the backstop.
+    sqlite.pragma('wal_autocheckpoint = 20000');
+    // Once checkpointed, the WAL file is cut back to this size instead of keeping its peak.
+    sqlite.pragma(`journal_size_limit = ${64 * 1024 * 1024}`);
+  }
   return sqlite;
 }
 
@@ -165,7 +182,8 @@ export function createSqliteKysely(opts: SqliteOptions): OpenedDialect {
     if (mapped instanceof FleetpassError) throw mapped;
     throw new FleetpassError('STORE_UNAVAILABLE', `cannot open SQLite database ${opts.path}: ${errorMessage(err)}`, { cause: err });
   }
-  const db = new Kysely<Database>({ dialect: guard.wrapDialect(new FleetpassSqliteDialect({ database: withStatementCache(sqlite) }, sqlite, busyTimeoutOf(opts))) });
+  const checkpointer = opts.path !== ':memory:' && (opts.checkpoints ?? 'background') === 'background' ? startCheckpointer({ path: opts.path, ...(opts.onCheckpointError ? { onError: opts.onCheckpointError } : {}) }) : undefined;
+  const db = new Kysely<Database>({ dialect: guard.wrapDialect(new FleetpassSqliteDialect({ database: withStatementCache(sqlite, checkpointer) }, sqlite, busyTimeoutOf(opts))) });
   return { db, guard, capabilities: sqliteCapabilities };
 }
 
@@ -175,11 +193,15 @@ export function createSqliteKysely(opts: SqliteOptions): OpenedDialect {
  * are parameterised, so the set is small; bounded anyway). Safe because the driver runs one
  * statement at a time on this connection and never keeps an iterator open across calls.
  */
-function withStatementCache(sqlite: BetterSqlite3.Database): SqliteDialectConfig['database'] {
+function withStatementCache(sqlite: BetterSqlite3.Database, checkpointer: Checkpointer | undefined): SqliteDialectConfig['database'] {
   const cache = new Map<string, BetterSqlite3.Statement>();
   const MAX = 500;
   return {
-    close: () => sqlite.close(),
+    close: () => {
+      // Kysely does not wait for close(); the thread finishes its last checkpoint on its own connection.
+      void checkpointer?.stop();
+      sqlite.close();
+    },
     prepare(sql: string) {
       let stmt = cache.get(sql);
       if (!stmt) {
