@@ -32,13 +32,15 @@ export interface LoadedCertificate {
 }
 
 /**
- * Parsed certificates by DER hash. The same CA and device certificates are parsed on every request
- * (attestation, chain building, re-enrolment); X509Certificate construction alone costs ~0.25 ms
- * (OpenSSL 3.0's key decoders). Entries are immutable; least recently used is evicted first, so the
- * few CA certificates stay while a burst of device certificates passes through.
+ * Parsed certificates by DER hash. The same CA certificates are parsed on every request (attestation,
+ * chain building, re-enrolment), a device's own certificate a few times within its request;
+ * X509Certificate construction alone costs ~0.25 ms (OpenSSL 3.0's key decoders). Entries are
+ * immutable; least recently used is evicted first, so the few CA certificates stay while a burst of
+ * device certificates passes through. Small on purpose: each entry holds an OpenSSL certificate, and
+ * 4,096 of them were ~15 MB per worker for device certificates never seen again.
  */
 const loaded = new Map<string, LoadedCertificate>();
-const LOADED_MAX = 4096;
+const LOADED_MAX = 512;
 
 /**
  * Parses (or finds already parsed) a certificate; OpenSSL's view and ours, both validated.
