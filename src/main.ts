@@ -9,6 +9,7 @@ import { databaseUrlOf, publicUrlOf } from './config/load.js';
 import type { FleetpassConfig } from './config/schema.js';
 import { SoftKeyManager } from './kms/index.js';
 import { openStore } from './storage/index.js';
+import { ConfigCache } from './registry/config-cache.js';
 import type { Store } from './registry/store.js';
 import { RegistryService } from './registry/service.js';
 import { AdmissionControl } from './provisioning/admission.js';
@@ -109,10 +110,12 @@ export async function startFleetpass(config: Readonly<FleetpassConfig>, opts: { 
     const admission = new AdmissionControl({ maxInFlight: config.admissionMaxInFlight, maxQueue: config.admissionMaxQueue, queueTimeoutMs: config.admissionQueueTimeoutMs, retryAfterSeconds: config.retryAfterSeconds });
     const metrics = new Metrics({ admissionStats: () => admission.stats() });
     admission.onReject = (code) => metrics.admissionRejected.inc({ reason: code });
-    const attestor = new Attestor({ store, secrets: keys, clock, sasMaxLifetimeSeconds: config.sasMaxLifetimeSeconds });
+    // Device requests read configuration through the cache (one version read per request).
+    const configCache = new ConfigCache(store);
+    const attestor = new Attestor({ store: configCache.store, secrets: keys, clock, sasMaxLifetimeSeconds: config.sasMaxLifetimeSeconds });
     const lifecycle = new LifecycleService({ store, registry, authority, clock, crlValidityHours: config.crlValidityHours, renewalWindowDays: config.renewalWindowDays });
     const pipeline = new ProvisioningPipeline({
-      store, attestor, authority, admission, metrics, clock, log, identifier: lifecycle,
+      store: configCache.store, configCache: configCache, attestor, authority, admission, metrics, clock, log, identifier: lifecycle,
       settings: { maxCsrBytes: config.maxCsrBytes, minRsaBits: config.minRsaBits, deviceCertValidityDays: config.deviceCertValidityDays, webhookTimeoutMs: config.webhookTimeoutMs, publicUrl, mqttEndpoint: config.mqttEndpoint, renewalWindowDays: config.renewalWindowDays },
     });
     const tls = await authority.issueServerTls(config.serverNames);

@@ -115,6 +115,8 @@ export interface PipelineDeps {
   log: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
   /** Needed by reenroll() only. */
   identifier?: DeviceIdentifier;
+  /** When `store` answers configuration lookups from a ConfigCache: refreshed at the start of each attempt. */
+  configCache?: { refresh(): Promise<void> };
 }
 
 interface AttemptContext {
@@ -158,7 +160,10 @@ export class ProvisioningPipeline {
     const started = performance.now();
     const ctx: AttemptContext = { tenantId: null, enrollmentId: null, registrationId, deviceId: null, door: { protocol: door.protocol, sourceAddress: door.sourceAddress }, started, recorded: false };
     try {
-      const result = await this.deps.admission.run(() => fn(ctx));
+      const result = await this.deps.admission.run(async () => {
+        await this.deps.configCache?.refresh();
+        return fn(ctx);
+      });
       await this.finish(door, ctx, started, null, result);
       return result;
     } catch (err) {

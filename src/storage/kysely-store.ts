@@ -760,6 +760,11 @@ export class KyselyRepos implements Repos {
 
   // --- settings ---------------------------------------------------------------------------------
 
+  async getConfigVersion(): Promise<string> {
+    const r = await this.db.selectFrom('config_version').select('version').where('id', '=', 1).executeTakeFirst();
+    return String(r?.version ?? 'missing');
+  }
+
   async getSetting(key: string): Promise<string | undefined> {
     const r = await this.db.selectFrom('settings').select('value').where('key', '=', key).executeTakeFirst();
     return r?.value;

@@ -172,6 +172,12 @@ export interface SettingsTable {
   value: string;
 }
 
+export interface ConfigVersionTable {
+  id: number;
+  /** bigint: a string on PostgreSQL (pg), a number on SQLite. */
+  version: number | string | bigint;
+}
+
 export interface Database {
   tenants: TenantsTable;
   api_keys: ApiKeysTable;
@@ -185,6 +191,7 @@ export interface Database {
   attempts: AttemptsTable;
   audit_events: AuditEventsTable;
   settings: SettingsTable;
+  config_version: ConfigVersionTable;
 }
 
 /**

@@ -12,6 +12,7 @@ import { FleetpassError } from '../../src/core/errors.js';
 import { newId } from '../../src/core/ids.js';
 import { AUDIT_GENESIS_HASH, auditEventHash } from '../../src/registry/audit-hash.js';
 import { StoreConflictError } from '../../src/registry/store.js';
+import { ConfigCache } from '../../src/registry/config-cache.js';
 import type { Repos, Store } from '../../src/registry/store.js';
 import type {
   ApiKey, AttemptRecord, Attestation, AuditEvent, CaRecord, CertificateRecord, Device, Enrollment, Page, PageRequest,
@@ -734,6 +735,83 @@ describeEachBackend('Store contract', (ctx) => {
       }
       assert.deepEqual(seen, mine);
       await assert.rejects(store.listAudit(a.id, { limit: 2, cursor: 'not-a-seq' }), (err) => err instanceof FleetpassError && err.code === 'VALIDATION_FAILED');
+    });
+  });
+
+  describe('configuration version and ConfigCache', () => {
+    it('changes with every configuration change, in the changing transaction; not with device counts or token use', async () => {
+      const { store } = ctx();
+      const changed = async (what: string, fn: () => Promise<unknown>, expected = true) => {
+        const before = await store.getConfigVersion();
+        await fn();
+        const after = await store.getConfigVersion();
+        assert.equal(after !== before, expected, `${what}: version ${before} → ${after}`);
+      };
+      const t = tenant();
+      await changed('tenant created', () => store.createTenant(t));
+      const c = ca(t.id);
+      await changed('CA uploaded', () => store.createCa(c));
+      const tpl = template(t.id);
+      await changed('template created', () => store.createTemplate(tpl));
+      await changed('template updated', () => store.updateTemplate({ ...tpl, body: { deviceName: 'x-${registrationId}' }, updatedAt: now() }));
+      await changed('policy created', () => store.createPolicy(policy(t.id)));
+      const e = enrollment(t.id, { attestation: tokenAttestation(), kind: 'individual', registrationId: newId('reg') });
+      await changed('enrollment created', () => store.createEnrollment(e));
+      await changed('enrollment disabled', () => store.updateEnrollment({ ...e, enabled: false, updatedAt: now() }));
+      await changed('device counted', () => store.incrementDeviceCount(e.id), false);
+      await changed('token used', () => store.markTokenUsed(e.id, now(), newId('fp'), newId('dev')), false);
+      await changed('a rolled-back change', () => store.transaction(async (tx) => {
+        await tx.createTenant(tenant());
+        throw new Error('roll back');
+      }).catch(() => undefined), false);
+      await changed('CA deleted', () => store.deleteCa(t.id, c.id));
+      await changed('enrollment deleted', () => store.deleteEnrollment(t.id, e.id));
+    });
+
+    it('a cache in one process sees another process\'s change at its next request, and serves lookups from memory until then', async () => {
+      const { store, url } = ctx();
+      const other = await openStore({ url });
+      try {
+        const [a] = await tenants(store);
+        const c = ca(null, { kind: 'trusted', tenantId: a.id, subject: `CN=factory-${newId('s')}` });
+        await store.createCa(c);
+        const g = enrollment(a.id, { attestation: { type: 'x509-ca', caId: c.id, requireRegistrationIdMatch: false } });
+        await store.createEnrollment(g);
+
+        let reads = 0;
+        const counting = new Proxy(store, {
+          get(target, prop, receiver) {
+            const v = Reflect.get(target, prop, receiver) as unknown;
+            if (typeof v !== 'function') return v;
+            return (...args: unknown[]) => {
+              if (prop !== 'getConfigVersion') reads++;
+              return (v as (...a: unknown[]) => unknown).apply(target, args);
+            };
+          },
+        });
+        const cache = new ConfigCache(counting);
+        await cache.refresh();
+        assert.deepEqual((await cache.store.findEnrollmentsByCaIds([c.id])).map((x) => x.enabled), [true]);
+        assert.equal((await cache.store.getTenant(a.id))?.id, a.id);
+        const afterFirst = reads;
+        await cache.refresh();
+        assert.deepEqual((await cache.store.findEnrollmentsByCaIds([c.id])).map((x) => x.enabled), [true]);
+        assert.equal((await cache.store.findTrustedCasBySubject(c.subject)).length, 1);
+        assert.equal((await cache.store.findTrustedCasBySubject(c.subject)).length, 1);
+        assert.equal(reads, afterFirst + 1, 'repeated lookups are answered from memory');
+
+        // Another process disables the group: the next request sees it.
+        await other.updateEnrollment({ ...g, enabled: false, updatedAt: now() });
+        await cache.refresh();
+        assert.deepEqual((await cache.store.findEnrollmentsByCaIds([c.id])).map((x) => x.enabled), [false]);
+        // Cached entries are shared and frozen: a caller cannot change what the next request sees.
+        const [cached] = await cache.store.findEnrollmentsByCaIds([c.id]);
+        assert.throws(() => {
+          (cached as { enabled: boolean }).enabled = true;
+        }, TypeError);
+      } finally {
+        await other.close();
+      }
     });
   });
 

@@ -4,6 +4,7 @@ import { FleetpassError } from '../../core/errors.js';
 import type { DialectCapabilities } from '../dialects/capabilities.js';
 import type { Database } from '../schema.js';
 import * as m001 from './001_initial.js';
+import * as m002 from './002_config_version.js';
 
 /** A migration module: up/down receive the dialect's capability flags next to the Kysely instance. */
 export interface InCodeMigration {
@@ -14,6 +15,7 @@ export interface InCodeMigration {
 /** Every migration, in order. Names sort lexically; never rename or edit one that has shipped. */
 export const MIGRATIONS: Readonly<Record<string, InCodeMigration>> = {
   '001_initial': m001,
+  '002_config_version': m002,
 };
 
 /** Kysely MigrationProvider over the in-code modules above (no filesystem scan, works from dist/ and bundles). */
