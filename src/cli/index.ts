@@ -3,8 +3,6 @@ import { parseArgs } from 'node:util';
 import { ConfigError, databaseUrlOf, flagSpecs, loadConfig } from '../config/load.js';
 import { SETTINGS } from '../config/schema.js';
 import { serve } from './serve.js';
-import { migrateStore, openStore } from '../storage/index.js';
-import { verifyAuditChain } from '../observability/audit.js';
 import { Progress } from './progress.js';
 
 const USAGE = `fleetpass — zero-touch provisioning for IoT fleets
@@ -47,6 +45,7 @@ async function main(): Promise<number> {
       return -1; // keep running
     case 'migrate': {
       const config = loadConfig({ flags });
+      const { migrateStore } = await import('../storage/index.js');
       const applied = await migrateStore(databaseUrlOf(config));
       process.stdout.write(applied.length ? `applied migrations: ${applied.join(', ')}\n` : 'database schema is up to date\n');
       return 0;
@@ -57,6 +56,8 @@ async function main(): Promise<number> {
         return 2;
       }
       const config = loadConfig({ flags });
+      const { openStore } = await import('../storage/index.js');
+      const { verifyAuditChain } = await import('../observability/audit.js');
       const store = await openStore({ url: databaseUrlOf(config), migrate: false, sqliteCheckpoints: 'inline' });
       try {
         const progress = new Progress('verifying audit chain', null);

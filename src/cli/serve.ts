@@ -2,10 +2,16 @@ import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { databaseUrlOf, loadConfig } from '../config/load.js';
 import type { FleetpassConfig } from '../config/schema.js';
-import { prepareFleetpass, startFleetpass, type Fleetpass } from '../main.js';
+import type { Fleetpass } from '../main.js';
 import { createLogger } from '../observability/logger.js';
 import { servePrimaryMetrics } from '../observability/cluster-metrics.js';
-import { startWalCheckpointer } from '../storage/index.js';
+import { startWalCheckpointer } from '../storage/wal-checkpointer.js';
+
+/** The server itself (Fastify, Kysely, the PKI…) is loaded only by processes that serve or prepare. */
+const loadMain = () => import('../main.js');
+
+/** Environment marker of the short-lived cluster child that does first-start work. */
+const PREPARE_ROLE = 'FLEETPASS_CLUSTER_PREPARE';
 
 type Flags = Record<string, string | boolean | undefined>;
 
@@ -58,6 +64,20 @@ function workerExecArgv(): string[] {
   return [...process.execArgv, '--max-semi-space-size=8'];
 }
 
+function prepareInChild(): Promise<{ adminToken: string | null; adminTokenFile: string }> {
+  return new Promise((resolve, reject) => {
+    const child = cluster.fork({ [PREPARE_ROLE]: '1' });
+    let result: { adminToken: string | null; adminTokenFile: string } | undefined;
+    child.on('message', (m: { type?: string; adminToken?: string | null; adminTokenFile?: string }) => {
+      if (m?.type === 'prepared' && m.adminTokenFile !== undefined) result = { adminToken: m.adminToken ?? null, adminTokenFile: m.adminTokenFile };
+    });
+    child.once('exit', (code, signal) => {
+      if (result) resolve(result);
+      else reject(new Error(`first-start preparation failed (exit code ${code ?? 'none'}${signal ? `, signal ${signal}` : ''}); its error is printed above`));
+    });
+  });
+}
+
 /**
  * `fleetpass serve`. With more than one worker the primary does the first-start work once
  * (migrations, tenant, admin token, CA), then forks workers that share the port (the cluster module
@@ -69,13 +89,21 @@ export async function serve(flags: Flags): Promise<void> {
   const config = loadConfig({ flags });
   const workers = config.workers === 0 ? availableParallelism() : config.workers;
 
+  if (cluster.isWorker && process.env[PREPARE_ROLE] === '1') {
+    const { prepareFleetpass } = await loadMain();
+    const prepared = await prepareFleetpass(config);
+    process.send?.({ type: 'prepared', ...prepared }, () => process.exit(0));
+    return;
+  }
   if (cluster.isWorker) {
+    const { startFleetpass } = await loadMain();
     const fp = await startFleetpass(config, { backgroundWork: false });
     process.send?.({ type: 'listening', port: fp.port });
     stopOnSignals(fp, config.shutdownGraceMs);
     return;
   }
   if (workers <= 1) {
+    const { startFleetpass } = await loadMain();
     const fp = await startFleetpass(config);
     process.stdout.write(banner(config, fp.port, fp.adminToken, fp.adminTokenFile, 1));
     stopOnSignals(fp, config.shutdownGraceMs);
@@ -83,7 +111,11 @@ export async function serve(flags: Flags): Promise<void> {
   }
 
   const log = createLogger(config.logLevel);
-  const prepared = await prepareFleetpass(config, { log });
+  cluster.setupPrimary({ execArgv: workerExecArgv() });
+  // First-start work (migrations, tenant, token, CA) runs in a child that exits when done: the
+  // primary only hands out connections, aggregates metrics and checkpoints, and stays small
+  // (~35 MB less resident than when it loaded the whole server to prepare).
+  const prepared = await prepareInChild();
   // Background work runs here, once, not in every worker.
   const checkpointer = startWalCheckpointer(databaseUrlOf(config), (m) => log.warn({ err: m }, 'background WAL checkpoint failed'));
   let stopping = false;
@@ -116,7 +148,6 @@ export async function serve(flags: Flags): Promise<void> {
     fork();
   });
   servePrimaryMetrics();
-  cluster.setupPrimary({ execArgv: workerExecArgv() });
   for (let i = 0; i < workers; i++) fork();
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;

@@ -2,13 +2,14 @@ import type { Store } from '../registry/store.js';
 import type { OpenedDialect } from './dialects/guard.js';
 import { createPostgresKysely } from './dialects/postgres.js';
 import { createSqliteKysely, type CheckpointMode } from './dialects/sqlite.js';
-import { startCheckpointer, type Checkpointer } from './dialects/sqlite-checkpointer.js';
+import { sqlitePathOf } from './wal-checkpointer.js';
 import { KyselyStore } from './kysely-store.js';
 import { migrateToLatest } from './migrations/index.js';
 
 export { KyselyStore } from './kysely-store.js';
 export { MIGRATIONS } from './migrations/index.js';
 export type { Checkpointer } from './dialects/sqlite-checkpointer.js';
+export { startWalCheckpointer } from './wal-checkpointer.js';
 
 export interface OpenStoreOptions {
   /** `sqlite:<path>`, `sqlite::memory:`, or `postgres://…` / `postgresql://…`. */
@@ -32,30 +33,11 @@ export function redactStoreUrl(url: string): string {
   return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*:)[^@]*@/i, '$1***@');
 }
 
-/** The file path of a sqlite: URL (':memory:' included); undefined for other URLs. */
-function sqlitePathOf(url: string): string | undefined {
-  if (!url.startsWith('sqlite:')) return undefined;
-  let path = url.slice('sqlite:'.length);
-  if (path.startsWith('//')) path = path.slice(2); // sqlite:///abs/path → /abs/path
-  if (path === '') throw new Error(`Store URL has no SQLite path: ${url}`);
-  return path;
-}
-
 function openDialect(url: string, poolSize?: number, sqliteOpts: { checkpoints?: CheckpointMode; onCheckpointError?: (message: string) => void } = {}): OpenedDialect {
   if (/^postgres(ql)?:\/\//i.test(url)) return createPostgresKysely({ url, ...(poolSize === undefined ? {} : { poolSize }) });
   const path = sqlitePathOf(url);
   if (path !== undefined) return createSqliteKysely({ path, ...sqliteOpts });
   throw new Error(`Unsupported store URL ${redactStoreUrl(url)}: expected sqlite:<path>, sqlite::memory: or postgres://…`);
-}
-
-/**
- * The one WAL checkpointer for a SQLite file shared by several processes (cluster workers open their
- * stores with sqliteCheckpoints: 'elsewhere'). Undefined for PostgreSQL and in-memory databases.
- */
-export function startWalCheckpointer(url: string, onError?: (message: string) => void): Checkpointer | undefined {
-  const path = sqlitePathOf(url);
-  if (path === undefined || path === ':memory:') return undefined;
-  return startCheckpointer({ path, ...(onError ? { onError } : {}) });
 }
 
 /** Opens the store for a URL and (by default) migrates it to the latest schema. */
