@@ -79,9 +79,10 @@ function prepareInChild(): Promise<{ adminToken: string | null; adminTokenFile: 
 }
 
 /**
- * `fleetpass serve`. With more than one worker the primary does the first-start work once
- * (migrations, tenant, admin token, CA), then forks workers that share the port (the cluster module
- * hands connections out round-robin) and restarts any that crash. No background job runs per worker.
+ * `fleetpass serve`. With more than one worker, first-start work (migrations, tenant, admin token,
+ * CA) runs once in a short-lived child; the primary then forks workers that share the port (the
+ * cluster module hands connections out round-robin), restarts any that crash, and runs the one
+ * background job (the SQLite WAL checkpointer) itself, not per worker.
  */
 export async function serve(flags: Flags): Promise<void> {
   // The data folder holds the database (sealed secrets, token hashes) and keys: owner-only files.

@@ -2,7 +2,7 @@ import { createHash, createPublicKey, verify as cryptoVerify, constants as crypt
 import type { KeyObject } from 'node:crypto';
 import type { KeyAlgorithm } from '../kms/types.js';
 import type { PublicKeyInfo } from './types.js';
-import { NULL_DER, TAG, children, decodeOid, expectTag, oid, readExact, seq } from './der.js';
+import { NULL_DER, TAG, children, decodeOid, expectTag, integerMagnitude, oid, readExact, seq } from './der.js';
 import type { DerNode } from './der.js';
 
 export const OIDS = {
@@ -125,8 +125,7 @@ export function describePublicKey(spki: Buffer, key?: KeyObject): PublicKeyInfo 
 /** Bit length of an RSAPublicKey's modulus (RFC 8017 A.1.1), read from its DER. */
 function rsaModulusBits(rsaPublicKey: Buffer): number {
   const [n] = children(readExact(rsaPublicKey, TAG.SEQUENCE));
-  let c = expectTag(n, TAG.INTEGER, 'RSA modulus').content;
-  while (c.length > 1 && c[0] === 0) c = c.subarray(1);
+  const c = integerMagnitude(expectTag(n, TAG.INTEGER, 'RSA modulus'));
   if (c.length === 0 || c[0] === 0) return 0;
   return (c.length - 1) * 8 + (32 - Math.clz32(c[0]!));
 }
@@ -254,10 +253,9 @@ export function importPublicKey(spki: Buffer, info: PublicKeyInfo): KeyObject {
     const [n, e, extra] = children(readExact(bits, TAG.SEQUENCE));
     if (extra) throw new Error('RSAPublicKey has extra fields');
     const unsigned = (node: DerNode | undefined, what: string): string => {
-      let c = expectTag(node, TAG.INTEGER, what).content;
-      if (c.length === 0 || (c[0]! & 0x80) !== 0) throw new Error(`RSA ${what} is not a positive INTEGER`);
-      while (c.length > 1 && c[0] === 0) c = c.subarray(1);
-      return c.toString('base64url');
+      const int = expectTag(node, TAG.INTEGER, what);
+      if (int.content.length === 0 || (int.content[0]! & 0x80) !== 0) throw new Error(`RSA ${what} is not a positive INTEGER`);
+      return integerMagnitude(int).toString('base64url');
     };
     return createPublicKey({ format: 'jwk', key: { kty: 'RSA', n: unsigned(n, 'modulus'), e: unsigned(e, 'publicExponent') } });
   }

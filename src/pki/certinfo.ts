@@ -3,8 +3,8 @@ import { X509Certificate } from 'node:crypto';
 import { FleetpassError } from '../core/errors.js';
 import { sha256Hex } from '../core/ids.js';
 import type { CertificateInfo } from './types.js';
-import { TAG, children, decodeOid, decodeTime, expectTag, integerHex, readExact } from './der.js';
-import { EXT, decodeAuthorityKeyIdentifier, decodeBasicConstraints, decodeSubjectAltName, decodeSubjectKeyIdentifier } from './extensions.js';
+import { TAG, children, decodeTime, expectTag, integerHex, readExact } from './der.js';
+import { EXT, decodeAuthorityKeyIdentifier, decodeBasicConstraints, decodeSubjectAltName, decodeSubjectKeyIdentifier, readExtensions } from './extensions.js';
 import { formatName } from './name.js';
 import { pemToDer } from './pem.js';
 
@@ -118,10 +118,7 @@ function loadUncached(der: Buffer, fingerprint: string, parsed: X509Certificate 
     for (; i < fields.length; i++) {
       const f = fields[i] as (typeof fields)[number];
       if (f.tag !== 0xa3) continue;
-      for (const ext of children(expectTag(children(f)[0], TAG.SEQUENCE, 'extensions'))) {
-        const parts = children(ext);
-        const id = decodeOid(expectTag(parts[0], TAG.OID, 'extension id').content);
-        const value = expectTag(parts[parts.length - 1], TAG.OCTET_STRING, 'extension value').content;
+      for (const { id, value } of readExtensions(children(f)[0]!)) {
         switch (id) {
           case EXT.subjectAltName: {
             const san = decodeSubjectAltName(value);

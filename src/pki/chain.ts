@@ -17,7 +17,6 @@ interface Cert {
   info: CertificateDetails;
 }
 
-
 function load(der: Buffer): Cert {
   const { x509, details } = loadCertificate(der);
   return { x509, info: details };

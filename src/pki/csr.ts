@@ -7,7 +7,7 @@ import { FleetpassError, fail } from '../core/errors.js';
 import { sha256Hex } from '../core/ids.js';
 import type { CsrLimits, ParsedCsr, PublicKeyInfo } from './types.js';
 import { TAG, children, decodeOid, expectTag, readExact } from './der.js';
-import { EXT, decodeSubjectAltName } from './extensions.js';
+import { EXT, decodeSubjectAltName, readExtensions } from './extensions.js';
 import { OIDS, UnsupportedSignatureAlgorithm, describePublicKey, importPublicKey, verifySignature } from './algorithms.js';
 import { formatName } from './name.js';
 import { pemToDer } from './pem.js';
@@ -142,12 +142,8 @@ function extractDnsNames(attributes: ReturnType<typeof readExact>): string[] {
     const [type, values] = children(expectTag(attr, TAG.SEQUENCE, 'attribute'));
     if (decodeOid(expectTag(type, TAG.OID, 'attribute type').content) !== ID_EXTENSION_REQUEST) continue;
     for (const value of children(expectTag(values, TAG.SET, 'attribute values'))) {
-      // Extensions ::= SEQUENCE OF Extension { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }
-      for (const ext of children(expectTag(value, TAG.SEQUENCE, 'extensions'))) {
-        const parts = children(expectTag(ext, TAG.SEQUENCE, 'extension'));
-        if (parts.length < 2 || parts.length > 3) throw new Error('extension has the wrong number of fields');
-        if (decodeOid(expectTag(parts[0], TAG.OID, 'extension id').content) !== EXT.subjectAltName) continue;
-        out.push(...decodeSubjectAltName(expectTag(parts[parts.length - 1], TAG.OCTET_STRING, 'extension value').content).dnsNames);
+      for (const ext of readExtensions(value)) {
+        if (ext.id === EXT.subjectAltName) out.push(...decodeSubjectAltName(ext.value).dnsNames);
       }
     }
   }

@@ -222,9 +222,14 @@ export function expectTag(node: DerNode | undefined, tag: number, what: string):
   return node;
 }
 
-/** Lower-case hex of an INTEGER's content without redundant leading zero bytes. */
-export function integerHex(node: DerNode): string {
+/** An INTEGER's content without redundant leading zero bytes (a non-negative INTEGER's magnitude). */
+export function integerMagnitude(node: DerNode): Buffer {
   let c = node.content;
   while (c.length > 1 && c[0] === 0) c = c.subarray(1);
-  return c.toString('hex');
+  return c;
+}
+
+/** Lower-case hex of an INTEGER's content without redundant leading zero bytes. */
+export function integerHex(node: DerNode): string {
+  return integerMagnitude(node).toString('hex');
 }

@@ -4,7 +4,7 @@
  * (asn1-schema) cost ~0.4 ms per certificate for these four small structures.
  * Input is the extnValue OCTET STRING's content. Malformed input throws.
  */
-import { TAG, children, expectTag, readExact } from './der.js';
+import { TAG, children, decodeOid, expectTag, readExact, type DerNode } from './der.js';
 
 export const EXT = {
   subjectAltName: '2.5.29.17',
@@ -12,6 +12,21 @@ export const EXT = {
   subjectKeyIdentifier: '2.5.29.14',
   authorityKeyIdentifier: '2.5.29.35',
 } as const;
+
+/**
+ * The entries of an Extensions SEQUENCE (certificate tbsCertificate [3], CSR extensionRequest):
+ * Extension ::= SEQUENCE { extnID OID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }.
+ */
+export function readExtensions(extensions: DerNode): Array<{ id: string; value: Buffer }> {
+  return children(expectTag(extensions, TAG.SEQUENCE, 'extensions')).map((ext) => {
+    const parts = children(expectTag(ext, TAG.SEQUENCE, 'extension'));
+    if (parts.length < 2 || parts.length > 3) throw new Error('extension has the wrong number of fields');
+    return {
+      id: decodeOid(expectTag(parts[0], TAG.OID, 'extension id').content),
+      value: expectTag(parts[parts.length - 1], TAG.OCTET_STRING, 'extension value').content,
+    };
+  });
+}
 
 /** GeneralName tags (context-specific, implicit). */
 const GN_DNS = 0x82;

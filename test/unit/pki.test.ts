@@ -29,6 +29,8 @@ import {
 } from '../../src/pki/index.js';
 import type { CaMaterial, CsrLimits } from '../../src/pki/index.js';
 import { buildCsr, csrPem, newEcKey } from '../../sim/crypto.js';
+import { decodeBasicConstraints, decodeSubjectAltName, readExtensions } from '../../src/pki/extensions.js';
+import { readExact } from '../../src/pki/der.js';
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -659,5 +661,32 @@ describe('CSR public key import', () => {
       return q;
     });
     assertCode(() => parseCsr(pem, LIMITS), 'CSR_INVALID', /public key/);
+  });
+});
+
+describe('extension decoders refuse malformed DER', () => {
+  const hex = (h: string) => Buffer.from(h.replace(/\s+/g, ''), 'hex');
+
+  test('basicConstraints: DER booleans and pathLen in range only', () => {
+    assert.deepEqual(decodeBasicConstraints(hex('3006 0101ff 020102')), { cA: true, pathLength: 2 });
+    assert.deepEqual(decodeBasicConstraints(hex('3000')), { cA: false, pathLength: undefined });
+    assert.throws(() => decodeBasicConstraints(hex('3003 010101')), /not a DER BOOLEAN/);
+    assert.throws(() => decodeBasicConstraints(hex('3006 0101ff 0201ff')), /pathLenConstraint out of range/);
+    assert.throws(() => decodeBasicConstraints(hex('3009 0101ff 020101 020101')), /extra fields/);
+    assert.throws(() => decodeBasicConstraints(hex('3006 0101ff 020102 00')), /trailing data/);
+  });
+
+  test('subjectAltName: IA5 names only, never empty, GeneralName tags only', () => {
+    assert.deepEqual(decodeSubjectAltName(hex('3007 820161 860275 3a')), { dnsNames: ['a'], uris: ['u:'] });
+    assert.throws(() => decodeSubjectAltName(hex('3003 8201e9')), /not IA5/);
+    assert.throws(() => decodeSubjectAltName(hex('3000')), /empty/);
+    assert.throws(() => decodeSubjectAltName(hex('3003 0c0161')), /not a GeneralName/);
+  });
+
+  test('Extensions: two or three fields per extension, an OCTET STRING value', () => {
+    // SEQUENCE { SEQUENCE { OID 2.5.29.19, OCTET STRING { SEQUENCE {} } } }
+    assert.deepEqual(readExtensions(readExact(hex('300b 3009 0603551d13 04023000'))), [{ id: '2.5.29.19', value: hex('3000') }]);
+    assert.throws(() => readExtensions(readExact(hex('3007 3005 0603551d13'))), /wrong number of fields/);
+    assert.throws(() => readExtensions(readExact(hex('300b 3009 0603551d13 0c023000'))), /extension value/);
   });
 });
