@@ -877,6 +877,38 @@ describeEachBackend('Store contract', (ctx) => {
       }
     });
 
+    it('while a transaction waits for another connection\'s write lock, the waiting store still answers reads', async () => {
+      const { store, url } = ctx();
+      const known = tenant();
+      await store.createTenant(known);
+      const other = await openStore({ url });
+      try {
+        let release: () => void = () => undefined;
+        const held = new Promise<void>((r) => (release = r));
+        let entered: () => void = () => undefined;
+        const inside = new Promise<void>((r) => (entered = r));
+        const first = store.transaction(async (tx) => {
+          await tx.createTenant(tenant());
+          entered();
+          await held;
+        });
+        await inside;
+        const late = tenant();
+        const waiting = other.transaction((tx) => tx.createTenant(late));
+        await new Promise((r) => setTimeout(r, 10));
+        // On SQLite the waiting transaction has given this process's one connection back meanwhile;
+        // a read that had to queue behind it would not answer before release().
+        const read = await Promise.race([other.getTenant(known.id), new Promise((r) => setTimeout(() => r('timed out'), 2000))]);
+        assert.deepEqual(read, known);
+        release();
+        await first;
+        await waiting;
+        assert.deepEqual(await store.getTenant(late.id), late);
+      } finally {
+        await other.close();
+      }
+    });
+
     it('audit chain, device limit and first-writer-wins settings hold across 4 workers', async () => {
       const { store, url } = ctx();
       const [a] = await tenants(store);

@@ -1,8 +1,8 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { CompiledQuery, Kysely, SqliteAdapter, SqliteDialect, SqliteDriver } from 'kysely';
-import type { DatabaseConnection, DialectAdapter, Driver, SqliteDialectConfig } from 'kysely';
+import { Kysely, SqliteAdapter, SqliteDialect } from 'kysely';
+import type { CompiledQuery, DatabaseConnection, DialectAdapter, Driver, QueryResult } from 'kysely';
 import { FleetpassError } from '../../core/errors.js';
 import type { Database } from '../schema.js';
 import { UNIQUE_KEYS } from '../schema.js';
@@ -13,6 +13,47 @@ import { startCheckpointer, type Checkpointer } from './sqlite-checkpointer.js';
 import type { OpenedDialect } from './guard.js';
 
 /**
+ * The one connection of this process, handed out first come, first served. (Kysely's own mutex wakes
+ * every waiter on each release; with dozens of requests in flight that is dozens of wake-ups per
+ * statement.)
+ */
+class ConnectionQueue {
+  #held = false;
+  readonly #waiters: Array<() => void> = [];
+
+  lock(): Promise<void> {
+    if (!this.#held) {
+      this.#held = true;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  unlock(): void {
+    const next = this.#waiters.shift();
+    if (next) next();
+    else this.#held = false;
+  }
+}
+
+class SqliteConnection implements DatabaseConnection {
+  constructor(private readonly db: { prepare(sql: string): BetterSqlite3.Statement }) {}
+
+  executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
+    const stmt = this.db.prepare(compiledQuery.sql);
+    const parameters = compiledQuery.parameters as unknown[];
+    if (stmt.reader) return Promise.resolve({ rows: stmt.all(parameters) as R[] });
+    const { changes, lastInsertRowid } = stmt.run(parameters);
+    return Promise.resolve({ numAffectedRows: BigInt(changes), insertId: BigInt(lastInsertRowid), rows: [] });
+  }
+
+  // eslint-disable-next-line require-yield
+  async *streamQuery<R>(): AsyncIterableIterator<QueryResult<R>> {
+    throw new Error('streaming is not used by Fleetpass on SQLite');
+  }
+}
+
+/**
  * Kysely's SqliteDriver starts transactions with a plain (deferred) BEGIN: the write lock is taken at
  * the first write, and two processes that both read first then write can deadlock on the lock upgrade
  * (SQLITE_BUSY without waiting for busy_timeout). BEGIN IMMEDIATE takes the write lock up front, so
@@ -20,37 +61,90 @@ import type { OpenedDialect } from './guard.js';
  * appendAudit's read-last-hash-then-insert — therefore runs under the database's single write lock,
  * which is what serialises the audit chain across processes on SQLite.
  *
- * The wait is asynchronous: better-sqlite3 is synchronous, and SQLite's own busy handler sleeps in
- * the calling thread, so with several `--workers` a worker waiting for another's lock could do
- * nothing else (no TLS handshakes, no CSR checks) until it got it. BEGIN IMMEDIATE is therefore tried
- * with busy_timeout 0 and retried after short jittered timers, up to the configured busy timeout.
+ * The wait is asynchronous, and the connection is free while it lasts. better-sqlite3 is
+ * synchronous and SQLite's own busy handler sleeps in the calling thread, so with several `--workers`
+ * a worker waiting for another's lock would do nothing else — no TLS handshakes, no CSR checks, no
+ * reads for other devices. BEGIN IMMEDIATE is therefore tried with busy_timeout 0; while another
+ * process holds the lock (for well under a millisecond: a registration is a handful of statements
+ * run back to back) the connection goes back to the queue, so this process's reads go on, and the
+ * attempt is repeated on the next turn of the event loop, then after short jittered timers, up to
+ * the configured busy timeout.
  */
-class ImmediateSqliteDriver extends SqliteDriver {
+class ImmediateSqliteDriver implements Driver {
+  readonly #queue = new ConnectionQueue();
+  readonly #connection: SqliteConnection;
   readonly #noWait: BetterSqlite3.Statement;
   readonly #wait: BetterSqlite3.Statement;
+  readonly #begin: BetterSqlite3.Statement;
+  readonly #commit: BetterSqlite3.Statement;
+  readonly #rollback: BetterSqlite3.Statement;
 
-  constructor(config: SqliteDialectConfig, sqlite: BetterSqlite3.Database, private readonly busyTimeoutMs: number) {
-    super(config);
+  constructor(private readonly database: ReturnType<typeof withStatementCache>, sqlite: BetterSqlite3.Database, private readonly busyTimeoutMs: number) {
+    this.#connection = new SqliteConnection(database);
     this.#noWait = sqlite.prepare('pragma busy_timeout = 0');
     this.#wait = sqlite.prepare(`pragma busy_timeout = ${busyTimeoutMs}`);
+    this.#begin = sqlite.prepare('begin immediate');
+    this.#commit = sqlite.prepare('commit');
+    this.#rollback = sqlite.prepare('rollback');
   }
 
-  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
-    const deadline = performance.now() + this.busyTimeoutMs;
-    for (let attempt = 0; ; attempt++) {
-      this.#noWait.get();
-      try {
-        await connection.executeQuery(CompiledQuery.raw('begin immediate'));
-        return;
-      } catch (err) {
-        if (errorCode(err) !== 'SQLITE_BUSY' || performance.now() >= deadline) throw err;
-      } finally {
-        this.#wait.get();
-      }
-      // 0.25 ms, doubling to 8 ms, full jitter: short waits while the holder commits in well under 1 ms.
-      const cap = Math.min(8, 0.25 * 2 ** Math.min(attempt, 5));
-      await new Promise((resolve) => setTimeout(resolve, Math.random() * cap));
+  async init(): Promise<void> {}
+
+  async acquireConnection(): Promise<DatabaseConnection> {
+    await this.#queue.lock();
+    return this.#connection;
+  }
+
+  async releaseConnection(): Promise<void> {
+    this.#queue.unlock();
+  }
+
+  /** Takes the write lock now, or answers the SQLITE_BUSY error (built without a stack trace: this is the expected path). */
+  #tryBegin(): unknown {
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    this.#noWait.get();
+    try {
+      this.#begin.run();
+      return undefined;
+    } catch (err) {
+      if (errorCode(err) !== 'SQLITE_BUSY') throw err;
+      return err;
+    } finally {
+      this.#wait.get();
+      Error.stackTraceLimit = limit;
     }
+  }
+
+  async beginTransaction(): Promise<void> {
+    const started = performance.now();
+    for (let attempt = 0; ; attempt++) {
+      const busy = this.#tryBegin();
+      if (busy === undefined) return;
+      const waited = performance.now() - started;
+      if (waited >= this.busyTimeoutMs) throw busy;
+      this.#queue.unlock();
+      try {
+        // The holder commits within a millisecond or so: retry on the next turn of the event loop
+        // (after this process's pending I/O) for 2 ms, then back off on jittered timers up to 8 ms.
+        if (waited < 2) await new Promise((resolve) => setImmediate(resolve));
+        else await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(8, 2 ** Math.min(attempt, 5) / 4)));
+      } finally {
+        await this.#queue.lock();
+      }
+    }
+  }
+
+  async commitTransaction(): Promise<void> {
+    this.#commit.run();
+  }
+
+  async rollbackTransaction(): Promise<void> {
+    this.#rollback.run();
+  }
+
+  async destroy(): Promise<void> {
+    await this.database.close();
   }
 }
 
@@ -66,15 +160,12 @@ class TransactionalDdlSqliteAdapter extends SqliteAdapter {
 }
 
 class FleetpassSqliteDialect extends SqliteDialect {
-  readonly #config: SqliteDialectConfig;
-
-  constructor(config: SqliteDialectConfig, private readonly sqlite: BetterSqlite3.Database, private readonly busyTimeoutMs: number) {
-    super(config);
-    this.#config = config;
+  constructor(private readonly database: ReturnType<typeof withStatementCache>, private readonly sqlite: BetterSqlite3.Database, private readonly busyTimeoutMs: number) {
+    super({ database });
   }
 
   override createDriver(): Driver {
-    return new ImmediateSqliteDriver(this.#config, this.sqlite, this.busyTimeoutMs);
+    return new ImmediateSqliteDriver(this.database, this.sqlite, this.busyTimeoutMs);
   }
 
   override createAdapter(): DialectAdapter {
@@ -183,7 +274,7 @@ export function createSqliteKysely(opts: SqliteOptions): OpenedDialect {
     throw new FleetpassError('STORE_UNAVAILABLE', `cannot open SQLite database ${opts.path}: ${errorMessage(err)}`, { cause: err });
   }
   const checkpointer = opts.path !== ':memory:' && (opts.checkpoints ?? 'background') === 'background' ? startCheckpointer({ path: opts.path, ...(opts.onCheckpointError ? { onError: opts.onCheckpointError } : {}) }) : undefined;
-  const db = new Kysely<Database>({ dialect: guard.wrapDialect(new FleetpassSqliteDialect({ database: withStatementCache(sqlite, checkpointer) }, sqlite, busyTimeoutOf(opts))) });
+  const db = new Kysely<Database>({ dialect: guard.wrapDialect(new FleetpassSqliteDialect(withStatementCache(sqlite, checkpointer), sqlite, busyTimeoutOf(opts))) });
   return { db, guard, capabilities: sqliteCapabilities };
 }
 
@@ -193,14 +284,15 @@ export function createSqliteKysely(opts: SqliteOptions): OpenedDialect {
  * are parameterised, so the set is small; bounded anyway). Safe because the driver runs one
  * statement at a time on this connection and never keeps an iterator open across calls.
  */
-function withStatementCache(sqlite: BetterSqlite3.Database, checkpointer: Checkpointer | undefined): SqliteDialectConfig['database'] {
+function withStatementCache(sqlite: BetterSqlite3.Database, checkpointer: Checkpointer | undefined): { close(): Promise<void>; prepare(sql: string): BetterSqlite3.Statement } {
   const cache = new Map<string, BetterSqlite3.Statement>();
   const MAX = 500;
   return {
-    close: () => {
-      // Kysely does not wait for close(); the thread finishes its last checkpoint on its own connection.
-      void checkpointer?.stop();
+    // Kysely's destroy() waits for this: the checkpoint thread's last checkpoint and close (which
+    // removes the WAL) are done when the store says it is closed.
+    async close() {
       sqlite.close();
+      await checkpointer?.stop();
     },
     prepare(sql: string) {
       let stmt = cache.get(sql);
@@ -211,5 +303,5 @@ function withStatementCache(sqlite: BetterSqlite3.Database, checkpointer: Checkp
       }
       return stmt;
     },
-  } as SqliteDialectConfig['database'];
+  };
 }
