@@ -1,4 +1,4 @@
-import { randomBytes, createHash } from 'node:crypto';
+import { randomBytes, randomFillSync, createHash } from 'node:crypto';
 
 /** Sortable, URL-safe resource IDs: `<prefix>_<time-ordered base32>`. Time order keeps B-tree inserts local. */
 const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
@@ -11,10 +11,22 @@ export function newId(prefix: string): string {
     t = ALPHABET[n % 32] + t;
     n = Math.floor(n / 32);
   }
-  const rnd = randomBytes(10);
   let r = '';
-  for (let i = 0; i < rnd.length; i++) r += ALPHABET[rnd[i]! % 32];
+  for (let i = 0; i < 10; i++) r += ALPHABET[randomByte() % 32];
   return `${prefix}_${t}${r}`;
+}
+
+// Several IDs are made per onboarding; one call into OpenSSL per 4 KiB instead of one per ID (the
+// same pooling node:crypto does for randomUUID).
+const POOL = Buffer.alloc(4096);
+let poolAt = POOL.length;
+
+function randomByte(): number {
+  if (poolAt === POOL.length) {
+    randomFillSync(POOL);
+    poolAt = 0;
+  }
+  return POOL[poolAt++]!;
 }
 
 export function randomToken(bytes = 32): string {

@@ -260,12 +260,14 @@ export class ProvisioningPipeline {
       csr = { ...csr, publicKeySpki: made.spki, publicKey: describePublicKey(made.spki), publicKeyFingerprint: sha256Hex(made.spki) };
     }
 
-    // A retry that lost its answer, or two copies of one request racing: loop until the store agrees.
+    // The first round assumes a new device (most are) and lets the registration transaction, which
+    // reads the registration ID anyway, find out otherwise. Then — a device that exists, a retry that
+    // lost its answer, two copies of one request racing — loop from fresh state until the store agrees.
     for (let round = 0; ; round++) {
       try {
-        return await this.register(att.tenant.id, enrollment, att.registrationId, csr, params, body, ctx, keygen);
+        return await this.register(att.tenant.id, enrollment, att.registrationId, csr, params, body, ctx, keygen, round === 0);
       } catch (e) {
-        if (e instanceof StoreConflictError && round < 3) continue;
+        if (e instanceof StoreConflictError && round < 4) continue;
         throw e;
       }
     }
@@ -301,10 +303,11 @@ export class ProvisioningPipeline {
     params: Record<string, string>,
     body: TemplateBody,
     ctx: AttemptContext,
-    keygen?: ServerKeygen,
+    keygen: ServerKeygen | undefined,
+    assumeNew: boolean,
   ): Promise<ProvisionResult> {
     const { store, clock } = this.deps;
-    const existing = await store.getDeviceByRegistrationId(tenantId, registrationId);
+    const existing = assumeNew ? undefined : await store.getDeviceByRegistrationId(tenantId, registrationId);
     if (existing) {
       ctx.deviceId = existing.id;
       checkDeviceUsable(existing);
@@ -359,7 +362,7 @@ export class ProvisioningPipeline {
     const outcome = await store.transaction(async (tx): Promise<ProvisionResult | null> => {
       const current = await tx.getDeviceByRegistrationId(tenantId, registrationId);
       if ((current?.id ?? null) !== (existing?.id ?? null) || (current && current.publicKeyFingerprint !== existing?.publicKeyFingerprint)) {
-        return null; // someone else changed this identity meanwhile; decide again from fresh state
+        return null; // not as assumed, or changed meanwhile: decide again from fresh state
       }
       if (!current) {
         await tx.createDevice(device);

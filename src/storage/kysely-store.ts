@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { Kysely } from 'kysely';
+import type { Kysely, Selectable } from 'kysely';
 import { FleetpassError } from '../core/errors.js';
 import { AUDIT_GENESIS_HASH, auditEventHash } from '../registry/audit-hash.js';
 import type {
@@ -17,7 +17,8 @@ import {
   caToRow, certificateFromRow, certificateToRow, deviceFromRow, deviceToRow, enrollmentFromRow, enrollmentToRow,
   jsonRoundTrip, policyFromRow, policyToRow, templateFromRow, templateToRow, tenantFromRow, tenantToRow,
 } from './mappers.js';
-import type { Database } from './schema.js';
+import type { Database, DevicesTable, EnrollmentsTable } from './schema.js';
+import { PreparedInsert, PreparedStatement } from './prepared.js';
 
 /** Upper bound for PageRequest.limit; larger requests get this many rows (and a cursor for the rest). */
 export const MAX_PAGE_SIZE = 1000;
@@ -51,6 +52,33 @@ function seqCursor(cursor: string | null | undefined): number {
 }
 
 let savepointCounter = 0;
+
+// The statements every onboarding runs, built once (prepared.ts).
+const HOT = {
+  configVersion: new PreparedStatement<{ id: number }>((db, v) => db.selectFrom('config_version').select('version').where('id', '=', v('id'))),
+  individualEnrollments: new PreparedStatement<{ registrationId: string }>((db, v) =>
+    db.selectFrom('enrollments').selectAll().where('kind', '=', 'individual').where('registration_id', '=', v('registrationId')).orderBy('id')),
+  enrollmentByTokenHash: new PreparedStatement<{ tokenHash: string }>((db, v) => db.selectFrom('enrollments').selectAll().where('token_hash', '=', v('tokenHash')).limit(1)),
+  incrementDeviceCount: new PreparedStatement<{ id: string }>((db, v) =>
+    db
+      .updateTable('enrollments')
+      .set((eb) => ({ device_count: eb('device_count', '+', 1) }))
+      .where('id', '=', v('id'))
+      .where((eb) => eb.or([eb('max_devices', 'is', null), eb('device_count', '<', eb.ref('max_devices'))]))),
+  markTokenUsed: new PreparedStatement<{ id: string; usedAt: string; keyFingerprint: string; deviceId: string }>((db, v) =>
+    db
+      .updateTable('enrollments')
+      .set({ token_used_at: v('usedAt'), token_used_by_key_fingerprint: v('keyFingerprint'), token_used_by_device_id: v('deviceId') })
+      .where('id', '=', v('id'))
+      .where('attestation_type', '=', 'token')
+      .where('token_used_at', 'is', null)),
+  deviceByRegistrationId: new PreparedStatement<{ tenantId: string; registrationId: string }>((db, v) =>
+    db.selectFrom('devices').selectAll().where('tenant_id', '=', v('tenantId')).where('registration_id', '=', v('registrationId')).limit(1)),
+  insertDevice: new PreparedInsert('devices'),
+  insertDeviceGroup: new PreparedInsert('device_groups'),
+  insertCertificate: new PreparedInsert('certificates'),
+  insertAttempt: new PreparedInsert('attempts'),
+};
 
 /**
  * Every repository, written once for both dialects over a Kysely instance — the store's own (each
@@ -388,13 +416,7 @@ export class KyselyRepos implements Repos {
     // The tenant is filtered here, not in SQL: given tenant_id too, SQLite's planner (no statistics)
     // walks the (tenant_id, id) index for the ORDER BY — every enrollment of the tenant, per lookup,
     // which made bulk enrollment creation quadratic. A registration ID has a handful of rows at most.
-    const rows = await this.db
-      .selectFrom('enrollments')
-      .selectAll()
-      .where('kind', '=', 'individual')
-      .where('registration_id', '=', registrationId)
-      .orderBy('id')
-      .execute();
+    const { rows } = await HOT.individualEnrollments.execute<Selectable<EnrollmentsTable>>(this.db, this.caps.name, { registrationId });
     return (tenantId === null ? rows : rows.filter((r) => r.tenant_id === tenantId)).map(enrollmentFromRow);
   }
 
@@ -435,19 +457,14 @@ export class KyselyRepos implements Repos {
   }
 
   async findEnrollmentByTokenHash(tokenHash: string): Promise<Enrollment | undefined> {
-    const r = await this.db.selectFrom('enrollments').selectAll().where('token_hash', '=', tokenHash).executeTakeFirst();
+    const r = (await HOT.enrollmentByTokenHash.execute<Selectable<EnrollmentsTable>>(this.db, this.caps.name, { tokenHash })).rows[0];
     return r && enrollmentFromRow(r);
   }
 
   /** One conditional UPDATE: the row lock (PostgreSQL) / write lock (SQLite) makes check-and-increment atomic. */
   async incrementDeviceCount(id: string): Promise<boolean> {
-    const r = await this.db
-      .updateTable('enrollments')
-      .set((eb) => ({ device_count: eb('device_count', '+', 1) }))
-      .where('id', '=', id)
-      .where((eb) => eb.or([eb('max_devices', 'is', null), eb('device_count', '<', eb.ref('max_devices'))]))
-      .executeTakeFirst();
-    return affected(r.numUpdatedRows) > 0;
+    const r = await HOT.incrementDeviceCount.execute(this.db, this.caps.name, { id });
+    return affected(r.numAffectedRows) > 0;
   }
 
   async decrementDeviceCount(id: string): Promise<void> {
@@ -460,14 +477,8 @@ export class KyselyRepos implements Repos {
   }
 
   async markTokenUsed(id: string, usedAt: string, keyFingerprint: string, deviceId: string): Promise<boolean> {
-    const r = await this.db
-      .updateTable('enrollments')
-      .set({ token_used_at: usedAt, token_used_by_key_fingerprint: keyFingerprint, token_used_by_device_id: deviceId })
-      .where('id', '=', id)
-      .where('attestation_type', '=', 'token')
-      .where('token_used_at', 'is', null)
-      .executeTakeFirst();
-    return affected(r.numUpdatedRows) > 0;
+    const r = await HOT.markTokenUsed.execute(this.db, this.caps.name, { id, usedAt, keyFingerprint, deviceId });
+    return affected(r.numAffectedRows) > 0;
   }
 
   // --- devices ----------------------------------------------------------------------------------
@@ -487,17 +498,14 @@ export class KyselyRepos implements Repos {
   }
 
   private async insertDeviceGroups(db: Db, d: Device): Promise<void> {
-    const groups = [...new Set(d.groups ?? [])];
-    if (groups.length === 0) return;
-    await db
-      .insertInto('device_groups')
-      .values(groups.map((g) => ({ device_id: d.id, tenant_id: d.tenantId, group_name: g })))
-      .execute();
+    for (const g of new Set(d.groups ?? [])) {
+      await HOT.insertDeviceGroup.execute(db, this.caps.name, { device_id: d.id, tenant_id: d.tenantId, group_name: g });
+    }
   }
 
   async createDevice(d: Device): Promise<void> {
     await this.atomic(async (db) => {
-      await db.insertInto('devices').values(deviceToRow(d)).execute();
+      await HOT.insertDevice.execute(db, this.caps.name, deviceToRow(d));
       await this.insertDeviceGroups(db, d);
     });
   }
@@ -508,12 +516,7 @@ export class KyselyRepos implements Repos {
   }
 
   async getDeviceByRegistrationId(tenantId: string, registrationId: string): Promise<Device | undefined> {
-    const r = await this.db
-      .selectFrom('devices')
-      .selectAll()
-      .where('tenant_id', '=', tenantId)
-      .where('registration_id', '=', registrationId)
-      .executeTakeFirst();
+    const r = (await HOT.deviceByRegistrationId.execute<Selectable<DevicesTable>>(this.db, this.caps.name, { tenantId, registrationId })).rows[0];
     return r && deviceFromRow(r);
   }
 
@@ -577,7 +580,7 @@ export class KyselyRepos implements Repos {
   // --- certificates -----------------------------------------------------------------------------
 
   async createCertificate(c: CertificateRecord): Promise<void> {
-    await this.write((db) => db.insertInto('certificates').values(certificateToRow(c)).execute());
+    await this.write((db) => HOT.insertCertificate.execute(db, this.caps.name, certificateToRow(c)));
   }
 
   async getCertificate(tenantId: string | null, id: string): Promise<CertificateRecord | undefined> {
@@ -670,7 +673,7 @@ export class KyselyRepos implements Repos {
   // --- attempts ---------------------------------------------------------------------------------
 
   async recordAttempt(a: AttemptRecord): Promise<void> {
-    await this.write((db) => db.insertInto('attempts').values(attemptToRow(a)).execute());
+    await this.write((db) => HOT.insertAttempt.execute(db, this.caps.name, attemptToRow(a)));
   }
 
   /** `since` is inclusive, `until` exclusive (createdAt). */
@@ -761,7 +764,7 @@ export class KyselyRepos implements Repos {
   // --- settings ---------------------------------------------------------------------------------
 
   async getConfigVersion(): Promise<string> {
-    const r = await this.db.selectFrom('config_version').select('version').where('id', '=', 1).executeTakeFirst();
+    const r = (await HOT.configVersion.execute<{ version: unknown }>(this.db, this.caps.name, { id: 1 })).rows[0];
     return String(r?.version ?? 'missing');
   }
 
