@@ -51,7 +51,6 @@ function seqCursor(cursor: string | null | undefined): number {
   return Number(cursor);
 }
 
-let savepointCounter = 0;
 
 // The statements every onboarding runs, built once (prepared.ts).
 const HOT = {
@@ -109,8 +108,19 @@ export class KyselyRepos implements Repos {
     return fn(this.db);
   }
 
+  /** Savepoints nest as a stack, so names by depth suffice; a fixed set of SQL texts stays prepared. */
+  #savepointDepth = 0;
+
   private async savepoint<T>(fn: (db: Db) => Promise<T>): Promise<T> {
-    const name = sql.raw(`fleetpass_sp_${++savepointCounter}`);
+    const name = sql.raw(`fleetpass_sp_${++this.#savepointDepth}`);
+    try {
+      return await this.inSavepoint(name, fn);
+    } finally {
+      this.#savepointDepth--;
+    }
+  }
+
+  private async inSavepoint<T>(name: ReturnType<typeof sql.raw>, fn: (db: Db) => Promise<T>): Promise<T> {
     await sql`savepoint ${name}`.execute(this.db);
     let result: T;
     try {

@@ -623,6 +623,33 @@ describeEachBackend('Store contract', (ctx) => {
       assert.equal((await store.listAudit(t.id, { limit: 10 })).items.length, 1);
     });
 
+    it('a conflicting write inside tx can be caught and the transaction carries on, again and again', async () => {
+      const { store } = ctx();
+      const t = tenant();
+      await store.createTenant(t);
+      const e = enrollment(t.id);
+      await store.createEnrollment(e);
+      const taken = device(t.id, e.id, { groups: ['g1'] });
+      await store.createDevice(taken);
+      const fresh = Array.from({ length: 3 }, () => device(t.id, e.id, { groups: ['g1', 'g2'] }));
+      const conflicts = await store.transaction(async (tx) => {
+        let n = 0;
+        for (const d of fresh) {
+          // The same registration ID again: its savepoint is rolled back, the transaction goes on.
+          await tx.createDevice({ ...d, id: `${d.id}-dup`, registrationId: taken.registrationId }).catch((err: unknown) => {
+            if (err instanceof StoreConflictError) n++;
+            else throw err;
+          });
+          await tx.createDevice(d);
+        }
+        return n;
+      });
+      assert.equal(conflicts, 3);
+      for (const d of fresh) assert.deepEqual(await store.getDevice(t.id, d.id), d);
+      assert.equal(await store.getDevice(t.id, `${fresh[0]!.id}-dup`), undefined);
+      assert.equal(await store.countDevices(t.id, { group: 'g2' }), 3);
+    });
+
     it('rolls back everything when fn throws, and rethrows the error', async () => {
       const { store } = ctx();
       const t = tenant();
