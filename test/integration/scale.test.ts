@@ -66,7 +66,7 @@ describeEachBackend('scale', (ctx) => {
       assert.equal(pids.size, 2, `answers came from ${[...pids].join(', ')}`);
       const r = await get(port, '/admin/v1/tenants/current', ca, token);
       assert.equal(r.status, 200, r.body);
-      // Onboard devices over fresh connections (round-robin over both workers); every scrape, whichever
+      // Onboard devices over fresh connections (either worker may take each); every scrape, whichever
       // worker answers it, shows the sum over the workers.
       const csrDir = tempDir();
       for (let i = 0; i < 4; i++) {
