@@ -829,6 +829,15 @@ export interface KyselyStoreOptions {
   guard?: StoreGuard;
 }
 
+/** At most this many store transactions share one database transaction (group commit). */
+const MAX_GROUP = 64;
+
+interface QueuedTransaction {
+  fn: (tx: Repos) => Promise<unknown>;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
 /** The Store for every Kysely dialect: repos as above, plus transactions, ping and close. */
 export class KyselyStore extends KyselyRepos implements Store {
   readonly dialect: 'sqlite' | 'postgres';
@@ -844,12 +853,76 @@ export class KyselyStore extends KyselyRepos implements Store {
   /**
    * Runs fn in one transaction (SQLite: BEGIN IMMEDIATE, holding the write lock until commit; PostgreSQL:
    * READ COMMITTED). Use only `tx` inside fn: calling the store itself there throws (see StoreGuard).
+   *
+   * Group commit where the database has one writer at a time (SQLite): transactions asked for in the
+   * same turn of the event loop, or while the previous group was running or waiting for the write
+   * lock, run as one database transaction, one after the other, each in a savepoint of its own. One
+   * that throws is rolled back to its savepoint and rejects alone; every other one resolves only once
+   * the whole group has committed, and all of them reject if that commit fails. Each behaves as if it
+   * ran alone, in turn: it sees what the ones before it in the group wrote. What the group saves is
+   * the write lock taken once instead of per transaction (with several worker processes, most of
+   * the cost was their contending for it) and pages that several transactions change (the newest
+   * leaf of every time-ordered index) written to the WAL once.
    */
   async transaction<T>(fn: (tx: Repos) => Promise<T>): Promise<T> {
-    return this.db.transaction().execute((trx) => {
-      const tx = serialised(new KyselyRepos(trx, this.caps, true));
-      return this.#guard ? this.#guard.inTransactionScope(() => fn(tx)) : fn(tx);
+    if (!this.caps.groupCommit) return this.#alone(fn);
+    return new Promise<T>((resolve, reject) => {
+      this.#queued.push({ fn: fn as (tx: Repos) => Promise<unknown>, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.#draining) {
+        this.#draining = true;
+        setImmediate(() => void this.#drain());
+      }
     });
+  }
+
+  readonly #queued: QueuedTransaction[] = [];
+  #draining = false;
+
+  #alone<T>(fn: (tx: Repos) => Promise<T>): Promise<T> {
+    return this.db.transaction().execute((trx) => this.#body(trx, fn));
+  }
+
+  #body<T>(trx: Db, fn: (tx: Repos) => Promise<T>): Promise<T> {
+    const tx = serialised(new KyselyRepos(trx, this.caps, true));
+    return this.#guard ? this.#guard.inTransactionScope(() => fn(tx)) : fn(tx);
+  }
+
+  async #drain(): Promise<void> {
+    try {
+      while (this.#queued.length > 0) {
+        const group = this.#queued.splice(0, MAX_GROUP);
+        if (group.length === 1) {
+          const only = group[0]!;
+          await this.#alone(only.fn).then(only.resolve, only.reject);
+          continue;
+        }
+        let outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }>;
+        try {
+          outcomes = await this.db.transaction().execute(async (trx) => {
+            const out: typeof outcomes = [];
+            for (const job of group) {
+              await sql`savepoint fleetpass_group`.execute(trx);
+              try {
+                const value = await this.#body(trx, job.fn);
+                await sql`release savepoint fleetpass_group`.execute(trx);
+                out.push({ ok: true, value });
+              } catch (error) {
+                await sql`rollback to savepoint fleetpass_group`.execute(trx);
+                await sql`release savepoint fleetpass_group`.execute(trx);
+                out.push({ ok: false, error });
+              }
+            }
+            return out;
+          });
+        } catch (err) {
+          for (const job of group) job.reject(err);
+          continue;
+        }
+        outcomes.forEach((o, i) => (o.ok ? group[i]!.resolve(o.value) : group[i]!.reject(o.error)));
+      }
+    } finally {
+      this.#draining = false;
+    }
   }
 
   async ping(): Promise<void> {

@@ -4,12 +4,17 @@
  * at 20,000 pages, far above what these tests write).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+import BetterSqlite3 from 'better-sqlite3';
+import { startCheckpointer } from '../../src/storage/dialects/sqlite-checkpointer.js';
 import { openStore, startWalCheckpointer } from '../../src/storage/index.js';
 
+const require = createRequire(import.meta.url);
 const dir = mkdtempSync(join(tmpdir(), 'fp-ckpt-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -61,6 +66,47 @@ describe('SQLite WAL checkpoints', () => {
       }
     } finally {
       await store.close();
+    }
+  });
+
+  it('with writers that never pause, a long WAL is started over instead of growing without end', async () => {
+    const file = join(dir, 'busy.db');
+    const setup = new BetterSqlite3(file);
+    setup.pragma('journal_mode = WAL');
+    setup.exec('create table t (id integer primary key, v blob)');
+    setup.close();
+    const checkpointer = startCheckpointer({ path: file, intervalMs: 10, restartAtFrames: 256 });
+    // Two writers on threads of their own (as two workers): each commits a 3 KB row per turn of its
+    // event loop, so one of them is almost always between BEGIN and COMMIT and SQLite's own restart
+    // of the WAL (at a write that begins with every frame copied back) never comes.
+    const writer = (n: number) =>
+      new Promise<void>((resolve, reject) => {
+        const w = new Worker(
+          `const D = require(${JSON.stringify(require.resolve('better-sqlite3'))});
+           const db = new D(${JSON.stringify(file)}); db.pragma('busy_timeout = 5000'); db.pragma('wal_autocheckpoint = 0');
+           const ins = db.prepare('insert into t (v) values (?)'); const row = Buffer.alloc(3000, 7); let i = 0;
+           const step = () => { ins.run(row); if (++i < ${n}) setImmediate(step); else { db.close(); require('node:worker_threads').parentPort.postMessage('done'); } };
+           step();`,
+          { eval: true },
+        );
+        w.once('message', () => resolve());
+        w.once('error', reject);
+      });
+    const walSize = (): number => (existsSync(`${file}-wal`) ? size(`${file}-wal`) : 0);
+    let peak = 0;
+    const sampler = setInterval(() => (peak = Math.max(peak, walSize())), 5);
+    try {
+      const commits = 2 * 15_000;
+      await Promise.all([writer(commits / 2), writer(commits / 2)]);
+      peak = Math.max(peak, walSize());
+      // Each commit is at least one 4 KiB frame: a WAL never started over would reach 120 MB. (SQLite
+      // restarts it by itself whenever a write begins with every frame copied back; the checkpointer's
+      // RESTART covers the case where that moment never comes, as seen with two busy worker processes
+      // before store transactions were grouped.)
+      assert.ok(peak < 64 * 1024 * 1024, `WAL reached ${peak} bytes over ${commits} commits of ≥ 4 KiB`);
+    } finally {
+      clearInterval(sampler);
+      await checkpointer.stop();
     }
   });
 

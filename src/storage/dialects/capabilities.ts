@@ -24,6 +24,11 @@ export interface DialectCapabilities {
    * statements inside a caller's transaction run in a savepoint so a StoreConflictError is recoverable.
    */
   readonly statementErrorAbortsTransaction: boolean;
+  /**
+   * One writer at a time for the whole database (SQLite): store transactions that arrive together run
+   * as one database transaction, each in a savepoint of its own (see KyselyStore.transaction).
+   */
+  readonly groupCommit: boolean;
   /** Maps a raw driver error to a conflict (unique violation), unavailability, or nothing. */
   classifyError(err: unknown): ErrorClass;
 }

@@ -51,6 +51,7 @@ export const postgresCapabilities: DialectCapabilities = {
   seqType: 'bigint',
   auditSerialisation: 'advisory-lock',
   statementErrorAbortsTransaction: true,
+  groupCommit: false,
   classifyError: classifyPostgresError,
 };
 

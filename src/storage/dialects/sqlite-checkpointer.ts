@@ -14,12 +14,20 @@ export interface Checkpointer {
 export interface CheckpointerOptions {
   path: string;
   intervalMs?: number;
+  /**
+   * A WAL this long (frames; 8,192 of 4 KiB pages is 32 MiB) is started over with a RESTART
+   * checkpoint. SQLite writes the WAL from its start again only when a write transaction begins
+   * while every frame has been copied back; with several processes committing without pause that
+   * moment never comes, and the WAL grew by ~90 MB a second here (each commit appending to a longer
+   * file, and past the backstop of 20,000 frames each one checkpointing in the request).
+   */
+  restartAtFrames?: number;
   onError?: (message: string) => void;
 }
 
 export function startCheckpointer(opts: CheckpointerOptions): Checkpointer {
   const worker = new Worker(new URL('./sqlite-checkpoint-worker.js', import.meta.url), {
-    workerData: { path: opts.path, intervalMs: opts.intervalMs ?? 200 },
+    workerData: { path: opts.path, intervalMs: opts.intervalMs ?? 200, restartAtFrames: opts.restartAtFrames ?? 8192 },
     // A small thread: no JIT-heavy work runs here.
     resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 4 },
   });

@@ -36,15 +36,56 @@ class ConnectionQueue {
   }
 }
 
-class SqliteConnection implements DatabaseConnection {
-  constructor(private readonly db: { prepare(sql: string): BetterSqlite3.Statement }) {}
+/** Runs `attempt` until it does not fail with SQLITE_BUSY (errors built without stack traces meanwhile). */
+function withoutStack<T>(attempt: () => T): T {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return attempt();
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
 
-  executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
+/**
+ * How a statement waits for another process's lock: on the next turns of the event loop (after this
+ * process's pending I/O) for 2 ms — the holder commits within a millisecond or so — then on jittered
+ * timers of up to 8 ms, until the busy timeout; then the SQLITE_BUSY error stands.
+ */
+async function waitForLock(started: number, attempt: number, busyTimeoutMs: number, busy: unknown): Promise<void> {
+  const waited = performance.now() - started;
+  if (waited >= busyTimeoutMs) throw busy;
+  if (waited < 2) await new Promise((resolve) => setImmediate(resolve));
+  else await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(8, 2 ** Math.min(attempt, 5) / 4)));
+}
+
+class SqliteConnection implements DatabaseConnection {
+  /** Set while this connection is inside BEGIN IMMEDIATE … COMMIT (it holds the write lock). */
+  inTransaction = false;
+
+  constructor(private readonly db: { prepare(sql: string): BetterSqlite3.Statement }, private readonly busyTimeoutMs: number) {}
+
+  #run<R>(compiledQuery: CompiledQuery): QueryResult<R> {
     const stmt = this.db.prepare(compiledQuery.sql);
     const parameters = compiledQuery.parameters as unknown[];
-    if (stmt.reader) return Promise.resolve({ rows: stmt.all(parameters) as R[] });
+    if (stmt.reader) return { rows: stmt.all(parameters) as R[] };
     const { changes, lastInsertRowid } = stmt.run(parameters);
-    return Promise.resolve({ numAffectedRows: BigInt(changes), insertId: BigInt(lastInsertRowid), rows: [] });
+    return { numAffectedRows: BigInt(changes), insertId: BigInt(lastInsertRowid), rows: [] };
+  }
+
+  async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
+    if (this.inTransaction) return this.#run<R>(compiledQuery);
+    // Outside a transaction a write takes the write lock itself, and may find it taken; a read can
+    // meet another process's WAL recovery. Either waits here without blocking the thread.
+    const started = performance.now();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return withoutStack(() => this.#run<R>(compiledQuery));
+      } catch (err) {
+        if (errorCode(err) !== 'SQLITE_BUSY') throw err;
+        await waitForLock(started, attempt, this.busyTimeoutMs, err);
+      }
+    }
   }
 
   // eslint-disable-next-line require-yield
@@ -64,25 +105,22 @@ class SqliteConnection implements DatabaseConnection {
  * The wait is asynchronous, and the connection is free while it lasts. better-sqlite3 is
  * synchronous and SQLite's own busy handler sleeps in the calling thread, so with several `--workers`
  * a worker waiting for another's lock would do nothing else — no TLS handshakes, no CSR checks, no
- * reads for other devices. BEGIN IMMEDIATE is therefore tried with busy_timeout 0; while another
- * process holds the lock (for well under a millisecond: a registration is a handful of statements
- * run back to back) the connection goes back to the queue, so this process's reads go on, and the
- * attempt is repeated on the next turn of the event loop, then after short jittered timers, up to
- * the configured busy timeout.
+ * reads for other devices. Serving connections therefore run with busy_timeout 0 (set once: a
+ * prepared `pragma busy_timeout` statement is compiled again on every run, which cost ~5% of a
+ * worker's CPU when toggled around each BEGIN); while another process holds the lock (for well
+ * under a millisecond: a group of registrations is a few dozen statements run back to back) the
+ * connection goes back to the queue, so this process's reads go on, and BEGIN IMMEDIATE is
+ * repeated as waitForLock says.
  */
 class ImmediateSqliteDriver implements Driver {
   readonly #queue = new ConnectionQueue();
   readonly #connection: SqliteConnection;
-  readonly #noWait: BetterSqlite3.Statement;
-  readonly #wait: BetterSqlite3.Statement;
   readonly #begin: BetterSqlite3.Statement;
   readonly #commit: BetterSqlite3.Statement;
   readonly #rollback: BetterSqlite3.Statement;
 
   constructor(private readonly database: ReturnType<typeof withStatementCache>, sqlite: BetterSqlite3.Database, private readonly busyTimeoutMs: number) {
-    this.#connection = new SqliteConnection(database);
-    this.#noWait = sqlite.prepare('pragma busy_timeout = 0');
-    this.#wait = sqlite.prepare(`pragma busy_timeout = ${busyTimeoutMs}`);
+    this.#connection = new SqliteConnection(database, busyTimeoutMs);
     this.#begin = sqlite.prepare('begin immediate');
     this.#commit = sqlite.prepare('commit');
     this.#rollback = sqlite.prepare('rollback');
@@ -99,47 +137,33 @@ class ImmediateSqliteDriver implements Driver {
     this.#queue.unlock();
   }
 
-  /** Takes the write lock now, or answers the SQLITE_BUSY error (built without a stack trace: this is the expected path). */
-  #tryBegin(): unknown {
-    const limit = Error.stackTraceLimit;
-    Error.stackTraceLimit = 0;
-    this.#noWait.get();
-    try {
-      this.#begin.run();
-      return undefined;
-    } catch (err) {
-      if (errorCode(err) !== 'SQLITE_BUSY') throw err;
-      return err;
-    } finally {
-      this.#wait.get();
-      Error.stackTraceLimit = limit;
-    }
-  }
-
   async beginTransaction(): Promise<void> {
     const started = performance.now();
     for (let attempt = 0; ; attempt++) {
-      const busy = this.#tryBegin();
-      if (busy === undefined) return;
-      const waited = performance.now() - started;
-      if (waited >= this.busyTimeoutMs) throw busy;
-      this.#queue.unlock();
       try {
-        // The holder commits within a millisecond or so: retry on the next turn of the event loop
-        // (after this process's pending I/O) for 2 ms, then back off on jittered timers up to 8 ms.
-        if (waited < 2) await new Promise((resolve) => setImmediate(resolve));
-        else await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(8, 2 ** Math.min(attempt, 5) / 4)));
-      } finally {
-        await this.#queue.lock();
+        withoutStack(() => this.#begin.run());
+        this.#connection.inTransaction = true;
+        return;
+      } catch (err) {
+        if (errorCode(err) !== 'SQLITE_BUSY') throw err;
+        // While waiting, the connection serves this process's other statements.
+        this.#queue.unlock();
+        try {
+          await waitForLock(started, attempt, this.busyTimeoutMs, err);
+        } finally {
+          await this.#queue.lock();
+        }
       }
     }
   }
 
   async commitTransaction(): Promise<void> {
     this.#commit.run();
+    this.#connection.inTransaction = false;
   }
 
   async rollbackTransaction(): Promise<void> {
+    this.#connection.inTransaction = false;
     this.#rollback.run();
   }
 
@@ -212,6 +236,7 @@ export const sqliteCapabilities: DialectCapabilities = {
   seqType: 'integer',
   auditSerialisation: 'write-lock',
   statementErrorAbortsTransaction: false,
+  groupCommit: true,
   classifyError: classifySqliteError,
 };
 
@@ -255,13 +280,14 @@ function openSqliteDatabase(opts: SqliteOptions): BetterSqlite3.Database {
     // Once checkpointed, the WAL file is cut back to this size instead of keeping its peak.
     sqlite.pragma(`journal_size_limit = ${64 * 1024 * 1024}`);
   }
+  // From here on nothing waits inside SQLite: the driver waits for locks on the event loop.
+  sqlite.pragma('busy_timeout = 0');
   return sqlite;
 }
 
 /**
- * A Kysely instance over one better-sqlite3 connection. Note: better-sqlite3 is synchronous, so while
- * another process holds the write lock this process blocks (up to busy_timeout) — the price of an
- * embedded database; scale-out deployments use PostgreSQL.
+ * A Kysely instance over one better-sqlite3 connection. better-sqlite3 is synchronous; waits for
+ * another process's lock happen between statements, on the event loop (ImmediateSqliteDriver).
  */
 export function createSqliteKysely(opts: SqliteOptions): OpenedDialect {
   const guard = new StoreGuard(sqliteCapabilities);
