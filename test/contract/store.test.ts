@@ -650,6 +650,38 @@ describeEachBackend('Store contract', (ctx) => {
       assert.equal(await store.countDevices(t.id, { group: 'g2' }), 3);
     });
 
+    it('transactions started together: one that throws rolls back alone, the rest commit and see each other in turn', async () => {
+      const { store } = ctx();
+      const t = tenant();
+      await store.createTenant(t);
+      const e = enrollment(t.id, { maxDevices: 3 });
+      await store.createEnrollment(e);
+      const boom = new Error('boom');
+      const devices = Array.from({ length: 6 }, () => device(t.id, e.id));
+      // Six at once (SQLite groups them into one database transaction): the second throws after
+      // writing; four of the other five find room under maxDevices 3 only if each sees the others.
+      const results = await Promise.allSettled(
+        devices.map((d, i) =>
+          store.transaction(async (tx) => {
+            await tx.createDevice(d);
+            if (i === 1) throw boom;
+            if (!(await tx.incrementDeviceCount(e.id))) throw new Error(`full at ${i}`);
+            return i;
+          }),
+        ),
+      );
+      assert.deepEqual(results[1], { status: 'rejected', reason: boom });
+      const ok = results.filter((r) => r.status === 'fulfilled');
+      const full = results.filter((r) => r.status === 'rejected' && /^full at/.test(String((r.reason as Error).message)));
+      assert.equal(ok.length, 3, JSON.stringify(results));
+      assert.equal(full.length, 2);
+      assert.equal((await store.getEnrollment(t.id, e.id))?.deviceCount, 3);
+      for (const [i, r] of results.entries()) {
+        assert.equal((await store.getDevice(t.id, devices[i]!.id)) !== undefined, r.status === 'fulfilled', `device ${i}`);
+      }
+      assert.equal(await store.countDevices(t.id, { group: 'g1' }), 3, 'device groups of the rolled-back ones are gone too');
+    });
+
     it('rolls back everything when fn throws, and rethrows the error', async () => {
       const { store } = ctx();
       const t = tenant();
