@@ -43,6 +43,20 @@ describeEachBackend('device API with openssl and curl', (ctx) => {
     await srv?.close();
   });
 
+  it('every connection is a full TLS handshake: a session openssl s_client saved is not resumed', async () => {
+    const port = new URL(srv.url).port;
+    const sess = join(dir, 'tls-session.pem');
+    // s_client runs async (the server shares this event loop); its stdin stays open for half a second,
+    // long enough to read the server's post-handshake messages (TLS 1.3 session tickets).
+    const sClient = (extra: string[]) =>
+      execFileAsync('sh', ['-c', `sleep 0.5 | openssl s_client -connect 127.0.0.1:${port} -servername localhost -CAfile ${caFile} ${extra.join(' ')} 2>&1`], { encoding: 'utf8', timeout: 20_000 });
+    const first = await sClient(['-sess_out', sess]);
+    assert.match(first.stdout, /^New, TLSv1\.[23]/m, first.stdout);
+    const second = await sClient(['-sess_in', sess]);
+    assert.match(second.stdout, /Verify return code: 0 \(ok\)/, second.stdout);
+    assert.match(second.stdout, /^New, TLSv1\.[23]/m, 'the saved session was resumed');
+  });
+
   it('onboards SN-0001 with a factory certificate; the chain passes openssl verify', async () => {
     const caPem = makeCa(dir, 'mfg-ca');
     const factory = makeLeaf(dir, 'mfg-ca', 'factory', 'SN-0001');
