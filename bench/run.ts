@@ -7,7 +7,8 @@
  *      and wall time ÷ (N ÷ bare handshake rate)
  *  (d) (b) and (c) on PostgreSQL       (e) (b) with --workers 2 ÷ --workers 1
  *
- * Options: --burst N (default 100000), --devices N for (a)/(b) (default 3000), --only a,b,c,d,e,
+ * Options: --burst N (default 100000), --devices N for (a)/(b)/(e) (default 10000: long enough that
+ * JIT warm-up, paid once per worker process, does not decide the figure), --only a,b,c,d,e,
  * --concurrency C (default 64), --burst-workers N for (c) and (d) (default: serve's default), --json FILE. The server runs as a child process; the simulator and
  * baselines in this one. Both share the machine's cores, as they would in any single-box test.
  */
@@ -30,7 +31,7 @@ const PG_URL = process.env.FLEETPASS_TEST_PG_URL ?? 'postgres://postgres@127.0.0
 const { values: args } = parseArgs({
   options: {
     burst: { type: 'string', default: '100000' },
-    devices: { type: 'string', default: '3000' },
+    devices: { type: 'string', default: '10000' },
     concurrency: { type: 'string', default: '64' },
     only: { type: 'string', default: 'a,b,c,d,e' },
     json: { type: 'string' },
