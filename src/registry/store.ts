@@ -120,6 +120,7 @@ export interface CertificateFilter {
 
 export interface CertificateRepo {
   /** Throws StoreConflictError on a duplicate serial. */
+  /** Inside a PostgreSQL transaction a conflict (random ID or serial) aborts the whole transaction. */
   createCertificate(c: CertificateRecord): Promise<void>;
   /** tenantId null = any tenant (device-facing lookups by id). */
   getCertificate(tenantId: string | null, id: string): Promise<CertificateRecord | undefined>;
@@ -149,6 +150,7 @@ export interface AttemptFilter {
 }
 
 export interface AttemptRepo {
+  /** Inside a PostgreSQL transaction a conflict (random ID) aborts the whole transaction. */
   recordAttempt(a: AttemptRecord): Promise<void>;
   /**
    * Attempts of one tenant; tenantId null = attempts that failed before any tenant could be known

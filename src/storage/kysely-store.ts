@@ -590,7 +590,9 @@ export class KyselyRepos implements Repos {
   // --- certificates -----------------------------------------------------------------------------
 
   async createCertificate(c: CertificateRecord): Promise<void> {
-    await this.write((db) => HOT.insertCertificate.execute(db, this.caps.name, certificateToRow(c)));
+    // No savepoint on PostgreSQL (see recordAttempt): the one unique key besides
+    // the random ID is the random serial.
+    await HOT.insertCertificate.execute(this.db, this.caps.name, certificateToRow(c));
   }
 
   async getCertificate(tenantId: string | null, id: string): Promise<CertificateRecord | undefined> {
@@ -683,7 +685,11 @@ export class KyselyRepos implements Repos {
   // --- attempts ---------------------------------------------------------------------------------
 
   async recordAttempt(a: AttemptRecord): Promise<void> {
-    await this.write((db) => HOT.insertAttempt.execute(db, this.caps.name, attemptToRow(a)));
+    // Inside a transaction on PostgreSQL, conflict-prone writes run in a savepoint (write()) so that
+    // the caller can catch a conflict and go on. Attempts and certificates have only random unique keys:
+    // a conflict would be a broken random source, and aborting the whole transaction (which callers
+    // then retry as a whole) is the right answer. The savepoint cost two round trips per row.
+    await HOT.insertAttempt.execute(this.db, this.caps.name, attemptToRow(a));
   }
 
   /** `since` is inclusive, `until` exclusive (createdAt). */
