@@ -682,6 +682,26 @@ describeEachBackend('Store contract', (ctx) => {
       assert.equal(await store.countDevices(t.id, { group: 'g1' }), 3, 'device groups of the rolled-back ones are gone too');
     });
 
+    it('a duplicate certificate serial inside a transaction fails it as a conflict, and nothing of it is kept', async () => {
+      const { store } = ctx();
+      const t = tenant();
+      await store.createTenant(t);
+      const issuer = ca(null);
+      await store.createCa(issuer);
+      const first = certificate(t.id, null, issuer.id);
+      await store.createCertificate(first);
+      const e = enrollment(t.id);
+      await assert.rejects(
+        store.transaction(async (tx) => {
+          await tx.createEnrollment(e);
+          await tx.recordAttempt(attempt(t.id));
+          await tx.createCertificate(certificate(t.id, null, issuer.id, { serial: first.serial }));
+        }),
+        isConflict('certificates_serial_key'),
+      );
+      assert.equal(await store.getEnrollment(t.id, e.id), undefined);
+    });
+
     it('rolls back everything when fn throws, and rethrows the error', async () => {
       const { store } = ctx();
       const t = tenant();
