@@ -925,21 +925,27 @@ describeEachBackend('Store contract', (ctx) => {
     });
   });
 
+  /** A transaction that has written and now waits for release(): on SQLite it holds the write lock. */
+  async function holdWriteLock(store: Store): Promise<{ release: () => void; first: Promise<void> }> {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((r) => (release = r));
+    let entered: () => void = () => undefined;
+    const inside = new Promise<void>((r) => (entered = r));
+    const first = store.transaction(async (tx) => {
+      await tx.createTenant(tenant());
+      entered();
+      await held;
+    });
+    await inside;
+    return { release, first };
+  }
+
   describe('several processes on one database', () => {
     it('a transaction waiting for another connection\'s write lock leaves the event loop free, then proceeds', async () => {
       const { store, url } = ctx();
       const other = await openStore({ url });
       try {
-        let release: () => void = () => undefined;
-        const held = new Promise<void>((r) => (release = r));
-        let entered: () => void = () => undefined;
-        const inside = new Promise<void>((r) => (entered = r));
-        const first = store.transaction(async (tx) => {
-          await tx.createTenant(tenant());
-          entered();
-          await held; // the write lock (SQLite) is held across this await
-        });
-        await inside;
+        const { release, first } = await holdWriteLock(store);
         const t = tenant();
         let secondDone = false;
         const second = other.transaction((tx) => tx.createTenant(t)).then(() => (secondDone = true));
@@ -962,16 +968,7 @@ describeEachBackend('Store contract', (ctx) => {
       await store.createTenant(known);
       const other = await openStore({ url });
       try {
-        let release: () => void = () => undefined;
-        const held = new Promise<void>((r) => (release = r));
-        let entered: () => void = () => undefined;
-        const inside = new Promise<void>((r) => (entered = r));
-        const first = store.transaction(async (tx) => {
-          await tx.createTenant(tenant());
-          entered();
-          await held;
-        });
-        await inside;
+        const { release, first } = await holdWriteLock(store);
         const late = tenant();
         const waiting = other.transaction((tx) => tx.createTenant(late));
         await new Promise((r) => setTimeout(r, 10));
