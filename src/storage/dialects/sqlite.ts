@@ -36,7 +36,7 @@ class ConnectionQueue {
   }
 }
 
-/** Runs `attempt` until it does not fail with SQLITE_BUSY (errors built without stack traces meanwhile). */
+/** Runs `attempt` with error stack traces off: a retried SQLITE_BUSY is expected, and capturing its stack is not free. */
 function withoutStack<T>(attempt: () => T): T {
   const limit = Error.stackTraceLimit;
   Error.stackTraceLimit = 0;
@@ -80,7 +80,7 @@ class SqliteConnection implements DatabaseConnection {
     const started = performance.now();
     for (let attempt = 0; ; attempt++) {
       try {
-        return withoutStack(() => this.#run<R>(compiledQuery));
+        return attempt === 0 ? this.#run<R>(compiledQuery) : withoutStack(() => this.#run<R>(compiledQuery));
       } catch (err) {
         if (errorCode(err) !== 'SQLITE_BUSY') throw err;
         await waitForLock(started, attempt, this.busyTimeoutMs, err);
