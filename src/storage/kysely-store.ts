@@ -52,6 +52,27 @@ function seqCursor(cursor: string | null | undefined): number {
 }
 
 
+/**
+ * Runs fn inside a savepoint of the caller's transaction: on failure it is rolled back to the
+ * savepoint and fn's error stands. If the rollback itself fails, the transaction is unusable (a lost
+ * connection, or SQLite having rolled the whole transaction back), and that failure is thrown instead,
+ * so that no caller carries on as if only its own statements had failed.
+ */
+async function inSavepoint<T>(db: Db, name: string, fn: () => Promise<T>): Promise<T> {
+  const id = sql.raw(name);
+  await sql`savepoint ${id}`.execute(db);
+  let result: T;
+  try {
+    result = await fn();
+  } catch (err) {
+    await sql`rollback to savepoint ${id}`.execute(db);
+    await sql`release savepoint ${id}`.execute(db);
+    throw err;
+  }
+  await sql`release savepoint ${id}`.execute(db);
+  return result;
+}
+
 // The statements every onboarding runs, built once (prepared.ts).
 const HOT = {
   configVersion: new PreparedStatement<{ id: number }>((db, v) => db.selectFrom('config_version').select('version').where('id', '=', v('id'))),
@@ -112,31 +133,15 @@ export class KyselyRepos implements Repos {
   #savepointDepth = 0;
 
   private async savepoint<T>(fn: (db: Db) => Promise<T>): Promise<T> {
-    const name = sql.raw(`fleetpass_sp_${++this.#savepointDepth}`);
+    this.#savepointDepth++;
     try {
-      return await this.inSavepoint(name, fn);
+      return await inSavepoint(this.db, `fleetpass_sp_${this.#savepointDepth}`, () => fn(this.db));
     } finally {
       this.#savepointDepth--;
     }
   }
 
-  private async inSavepoint<T>(name: ReturnType<typeof sql.raw>, fn: (db: Db) => Promise<T>): Promise<T> {
-    await sql`savepoint ${name}`.execute(this.db);
-    let result: T;
-    try {
-      result = await fn(this.db);
-    } catch (err) {
-      try {
-        await sql`rollback to savepoint ${name}`.execute(this.db);
-        await sql`release savepoint ${name}`.execute(this.db);
-      } catch {
-        // The transaction is unusable anyway (connection lost); the original error is the one to report.
-      }
-      throw err;
-    }
-    await sql`release savepoint ${name}`.execute(this.db);
-    return result;
-  }
+
 
   // --- tenants ----------------------------------------------------------------------------------
 
@@ -907,16 +912,18 @@ export class KyselyStore extends KyselyRepos implements Store {
           outcomes = await this.db.transaction().execute(async (trx) => {
             const out: typeof outcomes = [];
             for (const job of group) {
-              await sql`savepoint fleetpass_group`.execute(trx);
-              try {
-                const value = await this.#body(trx, job.fn);
-                await sql`release savepoint fleetpass_group`.execute(trx);
-                out.push({ ok: true, value });
-              } catch (error) {
-                await sql`rollback to savepoint fleetpass_group`.execute(trx);
-                await sql`release savepoint fleetpass_group`.execute(trx);
-                out.push({ ok: false, error });
-              }
+              // fn's own failure is its outcome; a failed rollback (thrown by inSavepoint from outside
+              // fn) ends the whole group.
+              let failed: { error: unknown } | undefined;
+              const value = await inSavepoint(trx, 'fleetpass_group', () =>
+                this.#body(trx, job.fn).catch((error: unknown) => {
+                  failed = { error };
+                  throw error;
+                }),
+              ).catch((error: unknown) => {
+                if (error !== failed?.error) throw error;
+              });
+              out.push(failed ? { ok: false, error: failed.error } : { ok: true, value });
             }
             return out;
           });
