@@ -89,9 +89,13 @@ const verifiedSockets = new WeakSet<object>();
 /** tls.connect's `secureContext`, which node:https passes on but does not declare. */
 const withContext = (secureContext: SecureContext): Pick<ConnectionOptions, 'secureContext'> => ({ secureContext });
 
-/** Frees a SecureContext's OpenSSL context now (the native `close`, which Node has no public name for). */
+/**
+ * Frees a SecureContext's OpenSSL context now: the native `close` Node's own TLS code has, without a
+ * public name. Should a Node version lack it, the garbage collector frees the context as before.
+ */
 function closeContext(ctx: SecureContext): void {
-  (ctx as SecureContext & { context: { close(): void } }).context.close();
+  const native = (ctx as SecureContext & { context?: { close?: () => void } }).context;
+  if (typeof native?.close === 'function') native.close();
 }
 
 /**
