@@ -119,8 +119,10 @@ export interface CertificateFilter {
 }
 
 export interface CertificateRepo {
-  /** Throws StoreConflictError on a duplicate serial. */
-  /** Inside a PostgreSQL transaction a conflict (random ID or serial) aborts the whole transaction. */
+  /**
+   * Throws StoreConflictError on a duplicate serial. Inside a PostgreSQL transaction a conflict
+   * (random ID or serial) aborts the whole transaction.
+   */
   createCertificate(c: CertificateRecord): Promise<void>;
   /** tenantId null = any tenant (device-facing lookups by id). */
   getCertificate(tenantId: string | null, id: string): Promise<CertificateRecord | undefined>;

@@ -51,7 +51,6 @@ function seqCursor(cursor: string | null | undefined): number {
   return Number(cursor);
 }
 
-
 /**
  * Runs fn inside a savepoint of the caller's transaction: on failure it is rolled back to the
  * savepoint and fn's error stands. If the rollback itself fails, the transaction is unusable (a lost
@@ -140,8 +139,6 @@ export class KyselyRepos implements Repos {
       this.#savepointDepth--;
     }
   }
-
-
 
   // --- tenants ----------------------------------------------------------------------------------
 
