@@ -57,7 +57,7 @@ export interface SimulationReport {
   run: RunDescription;
   scenarios: Record<string, number>;
   warnings: string[];
-  timingsMs: { adminSetup: number; manufacturing: number; tokens: number; run: number; crossCheck: number | null };
+  timingsMs: { adminSetup: number; manufacturing: number; tokens: number; run: number; certificateCheck: number; crossCheck: number | null };
   devices: {
     planned: number;
     attempted: number;
@@ -187,7 +187,7 @@ export function buildReport(run: RunDescription, plan: FleetPlan, timings: { adm
     run,
     scenarios: { ...plan.scenarioCounts },
     warnings: plan.warnings,
-    timingsMs: { ...timings, run: Math.round(result.elapsedMs), crossCheck: cross.ran ? Math.round(cross.elapsedMs) : null },
+    timingsMs: { ...timings, run: Math.round(result.elapsedMs), certificateCheck: Math.round(result.certificateCheckMs), crossCheck: cross.ran ? Math.round(cross.elapsedMs) : null },
     devices,
     finalAnswersPerSecond: Math.round((devices.attempted / Math.max(runSeconds, 0.001)) * 10) / 10,
     onboardedPerSecond: Math.round((onboardedAt.length / Math.max(runSeconds, 0.001)) * 10) / 10,
@@ -222,7 +222,7 @@ export function formatReport(r: SimulationReport, opts: { color: boolean }): str
   L.push(c('1', `Fleetpass simulation ${r.run.runId} — ${d.planned} devices → ${r.run.target} (${r.run.protocol})`));
   L.push(`  ${r.run.pattern}${r.run.rate ? ` at ${r.run.rate}/s` : ''}, concurrency ${r.run.concurrency}, ${r.run.keepAlive ? 'keep-alive connections' : 'a fresh TLS connection per attempt'}, up to ${r.run.maxAttempts} attempts, faults: ${r.run.faults}`);
   L.push(`  credentials: ${Object.entries(r.scenarios).filter(([, n]) => n > 0).map(([s, n]) => `${s} ${n}`).join(', ')}`);
-  L.push(`  setup ${formatMs(r.timingsMs.adminSetup + r.timingsMs.tokens)} (admin API), manufacturing ${formatMs(r.timingsMs.manufacturing)}, run ${formatMs(r.timingsMs.run)}${r.timingsMs.crossCheck !== null ? `, cross-check ${formatMs(r.timingsMs.crossCheck)}` : ''}`);
+  L.push(`  setup ${formatMs(r.timingsMs.adminSetup + r.timingsMs.tokens)} (admin API), manufacturing ${formatMs(r.timingsMs.manufacturing)}, run ${formatMs(r.timingsMs.run)}, certificate check ${formatMs(r.timingsMs.certificateCheck)}${r.timingsMs.crossCheck !== null ? `, cross-check ${formatMs(r.timingsMs.crossCheck)}` : ''}`);
   for (const w of r.warnings) L.push(c('33', `  warning: ${w}`));
   L.push('');
   L.push(c('1', 'Devices'));

@@ -83,6 +83,7 @@ export async function runSimulation(o: SimulationOptions): Promise<SimulationRep
     await o.hooks?.afterSetup?.({ admin, setup, plan });
 
     const arrivals = arrivalTimes(pattern, plan.devices.length, { ...(o.rate ? { rate: o.rate } : {}), rampSeconds: o.rampSeconds ?? 30 }, seededRandom(seed ^ 0xa11));
+    let checking = false;
     const result = await runFleet(setup.devices, protocol, {
       concurrency: o.concurrency,
       arrivals,
@@ -90,7 +91,13 @@ export async function runSimulation(o: SimulationOptions): Promise<SimulationRep
       timeoutMs: o.timeoutMs ?? 30_000,
       seed,
       trust: target.trust,
-      ...(o.progress ? { onProgress: (p) => o.progress!.update(p) } : {}),
+      ...(o.progress ? { onProgress: (p) => o.progress!.update(p), onCertificateCheck: (done, total) => {
+              if (!checking) o.progress!.done(); // keep the run's last line on screen
+              checking = true;
+              o.progress!.phase('checking the issued certificates', done, total);
+            },
+          }
+        : {}),
     });
     o.progress?.done();
     await o.hooks?.beforeCrossCheck?.({ admin, setup, result });

@@ -26,6 +26,8 @@ export interface OpenStoreOptions {
   sqliteCheckpoints?: CheckpointMode;
   /** SQLite: a background checkpoint failed (logged; the backstop automatic checkpoint remains). */
   onCheckpointError?: (message: string) => void;
+  /** SQLite: how long a transaction waits for another process's write lock (default 5000 ms). */
+  sqliteBusyTimeoutMs?: number;
 }
 
 /** The URL with any password replaced, for messages and logs. */
@@ -33,7 +35,7 @@ export function redactStoreUrl(url: string): string {
   return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*:)[^@]*@/i, '$1***@');
 }
 
-function openDialect(url: string, poolSize?: number, sqliteOpts: { checkpoints?: CheckpointMode; onCheckpointError?: (message: string) => void } = {}): OpenedDialect {
+function openDialect(url: string, poolSize?: number, sqliteOpts: { checkpoints?: CheckpointMode; onCheckpointError?: (message: string) => void; busyTimeoutMs?: number } = {}): OpenedDialect {
   if (/^postgres(ql)?:\/\//i.test(url)) return createPostgresKysely({ url, ...(poolSize === undefined ? {} : { poolSize }) });
   const path = sqlitePathOf(url);
   if (path !== undefined) return createSqliteKysely({ path, ...sqliteOpts });
@@ -45,6 +47,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
   const opened = openDialect(opts.url, opts.poolSize, {
     ...(opts.sqliteCheckpoints === undefined ? {} : { checkpoints: opts.sqliteCheckpoints }),
     ...(opts.onCheckpointError ? { onCheckpointError: opts.onCheckpointError } : {}),
+    ...(opts.sqliteBusyTimeoutMs === undefined ? {} : { busyTimeoutMs: opts.sqliteBusyTimeoutMs }),
   });
   try {
     if (opts.migrate ?? true) await migrateToLatest(opened.db, opened.capabilities);

@@ -863,8 +863,8 @@ export class KyselyStore extends KyselyRepos implements Store {
    * READ COMMITTED). Use only `tx` inside fn: calling the store itself there throws (see StoreGuard).
    *
    * Group commit where the database has one writer at a time (SQLite): transactions asked for in the
-   * same turn of the event loop, or while the previous group was running or waiting for the write
-   * lock, run as one database transaction, one after the other, each in a savepoint of its own. One
+   * same turn of the event loop, or while the previous group was running or this one was waiting for
+   * the write lock, run as one database transaction, one after the other, each in a savepoint of its own. One
    * that throws is rolled back to its savepoint and rejects alone; every other one resolves only once
    * the whole group has committed, and all of them reject if that commit fails. Each behaves as if it
    * ran alone, in turn: it sees what the ones before it in the group wrote. What the group saves is
@@ -885,8 +885,16 @@ export class KyselyStore extends KyselyRepos implements Store {
 
   readonly #queued: QueuedTransaction[] = [];
   #draining = false;
+  readonly #stats = { transactions: 0, databaseTransactions: 0 };
+
+  /** How many store transactions ran, in how many database transactions (fewer: group commit). */
+  transactionStats(): { transactions: number; databaseTransactions: number } {
+    return { ...this.#stats };
+  }
 
   #alone<T>(fn: (tx: Repos) => Promise<T>): Promise<T> {
+    this.#stats.transactions++;
+    this.#stats.databaseTransactions++;
     return this.db.transaction().execute((trx) => this.#body(trx, fn));
   }
 
@@ -898,15 +906,17 @@ export class KyselyStore extends KyselyRepos implements Store {
   async #drain(): Promise<void> {
     try {
       while (this.#queued.length > 0) {
-        const group = this.#queued.splice(0, MAX_GROUP);
-        if (group.length === 1) {
-          const only = group[0]!;
-          await this.#alone(only.fn).then(only.resolve, only.reject);
-          continue;
-        }
+        let group: QueuedTransaction[] = [];
+        const waiting = Math.min(this.#queued.length, MAX_GROUP);
         let outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }>;
         try {
           outcomes = await this.db.transaction().execute(async (trx) => {
+            // Taken once the write lock is held: what was asked for while another process held it
+            // joins this group, so the busier the lock, the fewer times it changes hands.
+            group = this.#queued.splice(0, MAX_GROUP);
+            this.#stats.transactions += group.length;
+            this.#stats.databaseTransactions++;
+            if (group.length === 1) return [{ ok: true, value: await this.#body(trx, group[0]!.fn) }];
             const out: typeof outcomes = [];
             for (const job of group) {
               // fn's own failure is its outcome; a failed rollback (thrown by inSavepoint from outside
@@ -925,10 +935,16 @@ export class KyselyStore extends KyselyRepos implements Store {
             return out;
           });
         } catch (err) {
+          // A group of one: its own failure, rolled back. Larger: the commit (or a rollback) failed.
+          // None: BEGIN failed (the lock stayed taken past busy_timeout); it fails those that waited.
+          if (group.length === 0) group = this.#queued.splice(0, waiting);
           for (const job of group) job.reject(err);
           continue;
         }
         outcomes.forEach((o, i) => (o.ok ? group[i]!.resolve(o.value) : group[i]!.reject(o.error)));
+        // One turn of the event loop before the next group: the write lock is free meanwhile for
+        // another process (which polls for it), and what arrives in that turn joins the next group.
+        if (this.#queued.length > 0) await new Promise((resolve) => setImmediate(resolve));
       }
     } finally {
       this.#draining = false;

@@ -18,7 +18,7 @@ import type {
   ApiKey, AttemptRecord, Attestation, AuditEvent, CaRecord, CertificateRecord, Device, Enrollment, Page, PageRequest,
   Policy, Template, Tenant,
 } from '../../src/registry/types.js';
-import { migrateStore, openStore } from '../../src/storage/index.js';
+import { migrateStore, openStore, type KyselyStore } from '../../src/storage/index.js';
 import { describeEachBackend } from '../helpers/backends.js';
 import type { WorkerInput, WorkerOutput } from './store-worker.js';
 
@@ -980,6 +980,38 @@ describeEachBackend('Store contract', (ctx) => {
         await first;
         await waiting;
         assert.deepEqual(await store.getTenant(late.id), late);
+      } finally {
+        await other.close();
+      }
+    });
+
+    it('transactions asked for while another connection holds the write lock commit together once it is free', async () => {
+      const { store, url, backend } = ctx();
+      const other = (await openStore({ url })) as KyselyStore;
+      try {
+        const { release, first } = await holdWriteLock(store);
+        const before = other.transactionStats();
+        const made = Array.from({ length: 5 }, () => tenant());
+        const waiting = [other.transaction((tx) => tx.createTenant(made[0]!))];
+        await new Promise((r) => setTimeout(r, 20));
+        waiting.push(...made.slice(1).map((t) => other.transaction((tx) => tx.createTenant(t))));
+        await new Promise((r) => setTimeout(r, 20));
+        const settledEarly = await Promise.race([Promise.all(waiting).then(() => true), new Promise((r) => setTimeout(() => r(false), 10))]);
+        release();
+        await first;
+        await Promise.all(waiting);
+        for (const t of made) assert.deepEqual(await store.getTenant(t.id), t);
+        const after = other.transactionStats();
+        assert.equal(after.transactions - before.transactions, 5);
+        if (backend === 'sqlite') {
+          // One write lock for the whole database: all five waited, then ran as one group (one BEGIN
+          // IMMEDIATE), including the four asked for while the first was already waiting.
+          assert.equal(settledEarly, false);
+          assert.equal(after.databaseTransactions - before.databaseTransactions, 1);
+        } else {
+          // No group commit: several writers at once, each a transaction of its own.
+          assert.equal(after.databaseTransactions - before.databaseTransactions, 5);
+        }
       } finally {
         await other.close();
       }

@@ -9,7 +9,9 @@ import { REASON_CODES } from '../../src/core/errors.js';
 import { planFleet, apportion } from '../../sim/plan.js';
 import { arrivalTimes, retryDelayMs, isRetryable } from '../../sim/schedule.js';
 import { buildReport, verdictOf } from '../../sim/report.js';
-import type { DeviceRecord, RunResult } from '../../sim/runner.js';
+import { runFleet, type DeviceRecord, type RunResult } from '../../sim/runner.js';
+import type { DeviceProtocol } from '../../sim/protocols/types.js';
+import type { ManufacturedDevice } from '../../sim/setup.js';
 import { certificateFromEstAnswer } from '../../sim/protocols/est.js';
 import { buildCsr, createCa, issueFactoryCertificate, newEcKey, csrPem, keyFingerprint } from '../../sim/crypto.js';
 import { PinnedTrust } from '../../sim/trust.js';
@@ -169,7 +171,7 @@ describe('simulator: accounting', () => {
       base({ index: 9, certificateProblem: 'the certificate is not for the key of the CSR' }),
     ];
     const plan = { runId: 'x', devices: [], faultCounts: {}, scenarioCounts: { x509: 10, 'symmetric-key': 0, token: 0 }, warnings: [] };
-    const result: RunResult = { records, answers: { OK: 7 }, requestLatenciesMs: Float64Array.from([1, 2, 3]), attempts: 12, elapsedMs: 2000 };
+    const result: RunResult = { records, answers: { OK: 7 }, requestLatenciesMs: Float64Array.from([1, 2, 3]), attempts: 12, elapsedMs: 2000, certificateCheckMs: 5 };
     const run = { target: 't', protocol: 'https', runId: 'x', seed: 1, pattern: 'burst', rate: null, concurrency: 1, keepAlive: false, maxAttempts: 3, faults: 'x' };
     const r = buildReport(run, plan, { adminSetup: 0, manufacturing: 0, tokens: 0 }, result, { ran: false, reason: 'test' });
     assert.deepEqual(r.devices, { planned: 0, attempted: 9, onboarded: 4, correctlyRejected: 1, wronglyRejected: 1, rejectedWithWrongCode: 1, wronglyAccepted: 1, lost: 1, skipped: 1 });
@@ -205,8 +207,40 @@ describe('simulator: device cryptography', () => {
     assert.match(trust.checkIssued(issued, (await newEcKey()).spki).problem!, /not for the key/);
     const other = await createCa('Acme', 'Acme Factory CA');
     assert.match(new PinnedTrust(other.pem).checkIssued(issued, key.spki).problem!, /not issued by a CA of the pinned bundle/);
+    // The runner's two halves: a same-named impostor CA passes the cheap inspection, not the signature.
+    const inspected = new PinnedTrust(other.pem).inspectIssued(issued, key.spki);
+    assert.equal(inspected.problem, null);
+    assert.match(new PinnedTrust(other.pem).verifyIssued(inspected.signed!)!, /not issued by a CA of the pinned bundle/);
+    assert.equal(trust.verifyIssued(trust.inspectIssued(issued, key.spki).signed!), null);
+    assert.equal(trust.inspectIssued(issued, (await newEcKey()).spki).signed, null);
 
-    // The server check: the host must be named, the issuer in the bundle.
+    // The runner checks every issued certificate's signature once the last device has its answer.
+    const keys = [key, await newEcKey(), await newEcKey()];
+    const devices: ManufacturedDevice[] = keys.map((k, index) => ({
+      plan: { index, registrationId: `SN-${index}`, scenario: 'token', fault: null, cloneOf: null, parameters: { model: 'm', firmwareVersion: '1.0.0', region: 'eu' } },
+      csrPem: csrPem(buildCsr(k, `SN-${index}`)),
+      keyFingerprint: keyFingerprint(k.spki),
+      spki: k.spki,
+      credential: { type: 'token', token: 't' },
+    }));
+    // Device 0 gets a good certificate, device 1 one from a same-named impostor CA, device 2 one for another key.
+    const answers = [issued, issueFactoryCertificate(other, keys[1]!.spki, 'SN-1', new Date(Date.now() - 1000), new Date(Date.now() + 86400_000)), issued];
+    const stand: DeviceProtocol = {
+      name: 'stand-in',
+      carriesParameters: true,
+      attempt: async (req) => ({ kind: 'issued', status: 200, deviceId: req.registrationId, certificatePem: answers[Number(req.registrationId.slice(3))]!, serial: null }),
+      close: () => undefined,
+    };
+    const checks: Array<[number, number]> = [];
+    const run = await runFleet(devices, stand, { concurrency: 2, arrivals: new Float64Array(3), retry: { maxAttempts: 1, baseMs: 1, capMs: 1 }, timeoutMs: 1000, seed: 1, trust, onCertificateCheck: (d, t) => checks.push([d, t]) });
+    assert.deepEqual(run.records.map((r) => r.outcome), ['onboarded', 'onboarded', 'onboarded']);
+    assert.equal(run.records[0]!.certificateProblem, null);
+    assert.match(run.records[1]!.certificateProblem!, /not issued by a CA of the pinned bundle/);
+    assert.match(run.records[2]!.certificateProblem!, /not for the key/);
+    assert.deepEqual(checks.at(-1), [2, 2], 'two signatures checked after the run (the third failed the key check)');
+    assert.ok(run.certificateCheckMs >= 0);
+
+
     const peer = new X509Certificate(issued);
     assert.match(trust.checkServer(peer, 'localhost')!, /does not name localhost/);
     assert.match(new PinnedTrust(other.pem).checkServer(peer, 'SN-1')!, /not issued by a CA of the pinned bundle/);
