@@ -20,6 +20,7 @@ import type {
 } from '../../src/registry/types.js';
 import { migrateStore, openStore, type KyselyStore } from '../../src/storage/index.js';
 import { describeEachBackend } from '../helpers/backends.js';
+import { holdWriteLock as holdLock } from '../helpers/write-lock.js';
 import type { WorkerInput, WorkerOutput } from './store-worker.js';
 
 // The transaction-misuse check is a development check; this file tests it (see StoreGuard).
@@ -925,20 +926,7 @@ describeEachBackend('Store contract', (ctx) => {
     });
   });
 
-  /** A transaction that has written and now waits for release(): on SQLite it holds the write lock. */
-  async function holdWriteLock(store: Store): Promise<{ release: () => void; first: Promise<void> }> {
-    let release: () => void = () => undefined;
-    const held = new Promise<void>((r) => (release = r));
-    let entered: () => void = () => undefined;
-    const inside = new Promise<void>((r) => (entered = r));
-    const first = store.transaction(async (tx) => {
-      await tx.createTenant(tenant());
-      entered();
-      await held;
-    });
-    await inside;
-    return { release, first };
-  }
+  const holdWriteLock = (store: Store) => holdLock(store, (tx) => tx.createTenant(tenant()));
 
   describe('several processes on one database', () => {
     it('a transaction waiting for another connection\'s write lock leaves the event loop free, then proceeds', async () => {

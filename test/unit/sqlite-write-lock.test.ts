@@ -12,6 +12,7 @@ import { FleetpassError } from '../../src/core/errors.js';
 import { newId } from '../../src/core/ids.js';
 import type { Tenant } from '../../src/registry/types.js';
 import { openStore } from '../../src/storage/index.js';
+import { holdWriteLock } from '../helpers/write-lock.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'fleetpass-write-lock-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -27,16 +28,7 @@ describe('SQLite write lock', () => {
     const holder = await openStore({ url });
     const waiter = await openStore({ url, sqliteBusyTimeoutMs: 100 });
     try {
-      let release: () => void = () => undefined;
-      const held = new Promise<void>((r) => (release = r));
-      let entered: () => void = () => undefined;
-      const inside = new Promise<void>((r) => (entered = r));
-      const holding = holder.transaction(async (tx) => {
-        await tx.createTenant(tenant());
-        entered();
-        await held;
-      });
-      await inside;
+      const { release, first: holding } = await holdWriteLock(holder, (tx) => tx.createTenant(tenant()));
 
       const [a, b] = [tenant(), tenant()];
       const started = performance.now();
