@@ -863,14 +863,15 @@ export class KyselyStore extends KyselyRepos implements Store {
    * READ COMMITTED). Use only `tx` inside fn: calling the store itself there throws (see StoreGuard).
    *
    * Group commit where the database has one writer at a time (SQLite): transactions asked for in the
-   * same turn of the event loop, or while the previous group was running or this one was waiting for
-   * the write lock, run as one database transaction, one after the other, each in a savepoint of its own. One
-   * that throws is rolled back to its savepoint and rejects alone; every other one resolves only once
-   * the whole group has committed, and all of them reject if that commit fails. Each behaves as if it
-   * ran alone, in turn: it sees what the ones before it in the group wrote. What the group saves is
-   * the write lock taken once instead of per transaction (with several worker processes, most of
-   * the cost was their contending for it) and pages that several transactions change (the newest
-   * leaf of every time-ordered index) written to the WAL once.
+   * same turn of the event loop, or while the previous group was running or this one was waiting
+   * for the write lock, run as one database transaction (the group is taken once the lock is held),
+   * one after the other, each in a savepoint of its own. One that throws is rolled back to its
+   * savepoint and rejects alone; every other one resolves only once the whole group has committed,
+   * and all of them reject if that commit fails. Each behaves as if it ran alone, in turn: it sees
+   * what the ones before it in the group wrote. What the group saves is the write lock taken once
+   * instead of per transaction (with several worker processes, most of the cost was their
+   * contending for it) and pages that several transactions change (the newest leaf of every
+   * time-ordered index) written to the WAL once.
    */
   async transaction<T>(fn: (tx: Repos) => Promise<T>): Promise<T> {
     if (!this.caps.groupCommit) return this.#alone(fn);
