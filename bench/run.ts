@@ -11,7 +11,8 @@
  * --concurrency C (default 64), --burst-workers N for (c) and (d) (default: serve's default),
  * --warmup N devices run against each server of (a), (b), (d)'s (b) and (e) before it is measured
  * (default 2000), --rounds N: (b) and (e) alternate, N rounds of --devices each (default 3),
- * --json FILE. The server runs as a child process; the simulator and baselines in this one. Both share the machine's cores, as they would in any single-box test.
+ * --json FILE. The server runs as a child process; the simulator and baselines in this one. Both
+ * share the machine's cores, as they would in any single-box test.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

@@ -83,6 +83,7 @@ export async function runSimulation(o: SimulationOptions): Promise<SimulationRep
     await o.hooks?.afterSetup?.({ admin, setup, plan });
 
     const arrivals = arrivalTimes(pattern, plan.devices.length, { ...(o.rate ? { rate: o.rate } : {}), rampSeconds: o.rampSeconds ?? 30 }, seededRandom(seed ^ 0xa11));
+    const progress = o.progress;
     let checking = false;
     const result = await runFleet(setup.devices, protocol, {
       concurrency: o.concurrency,
@@ -91,10 +92,13 @@ export async function runSimulation(o: SimulationOptions): Promise<SimulationRep
       timeoutMs: o.timeoutMs ?? 30_000,
       seed,
       trust: target.trust,
-      ...(o.progress ? { onProgress: (p) => o.progress!.update(p), onCertificateCheck: (done, total) => {
-              if (!checking) o.progress!.done(); // keep the run's last line on screen
+      ...(progress
+        ? {
+            onProgress: (p) => progress.update(p),
+            onCertificateCheck: (done, total) => {
+              if (!checking) progress.done(); // keep the run's last line on screen
               checking = true;
-              o.progress!.phase('checking the issued certificates', done, total);
+              progress.phase('checking the issued certificates', done, total);
             },
           }
         : {}),

@@ -60,16 +60,10 @@ export class PinnedTrust {
     return null;
   }
 
-  /** Checks a certificate the server issued to a device: for the device's key, signed by a CA of the bundle. */
-  checkIssued(certificatePem: string, deviceSpki: Buffer): { serial: string; problem: string | null } {
-    const inspected = this.inspectIssued(certificatePem, deviceSpki);
-    return { serial: inspected.serial, problem: inspected.problem ?? this.verifyIssued(inspected.signed!) };
-  }
-
   /**
-   * The cheap half of checkIssued: the certificate parses and is for the device's key. Its signature
-   * is checked by verifyIssued (unless a problem was already found), which the fleet runner calls
-   * once the clock has stopped.
+   * A certificate the server issued to a device, first half: it parses and is for the device's key.
+   * The second, its signature by a CA of the bundle, is verifyIssued, which the fleet runner calls
+   * once the clock has stopped (`signed` is null when a problem was already found).
    */
   inspectIssued(certificatePem: string, deviceSpki: Buffer): { serial: string; problem: string | null; signed: IssuedSignature | null } {
     let parts: CertificateParts;

@@ -1,7 +1,7 @@
 import type { Store } from '../registry/store.js';
 import type { OpenedDialect } from './dialects/guard.js';
 import { createPostgresKysely } from './dialects/postgres.js';
-import { createSqliteKysely, type CheckpointMode } from './dialects/sqlite.js';
+import { createSqliteKysely, type CheckpointMode, type SqliteOptions } from './dialects/sqlite.js';
 import { sqlitePathOf } from './wal-checkpointer.js';
 import { KyselyStore } from './kysely-store.js';
 import { migrateToLatest } from './migrations/index.js';
@@ -35,7 +35,7 @@ export function redactStoreUrl(url: string): string {
   return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*:)[^@]*@/i, '$1***@');
 }
 
-function openDialect(url: string, poolSize?: number, sqliteOpts: { checkpoints?: CheckpointMode; onCheckpointError?: (message: string) => void; busyTimeoutMs?: number } = {}): OpenedDialect {
+function openDialect(url: string, poolSize?: number, sqliteOpts: Omit<SqliteOptions, 'path'> = {}): OpenedDialect {
   if (/^postgres(ql)?:\/\//i.test(url)) return createPostgresKysely({ url, ...(poolSize === undefined ? {} : { poolSize }) });
   const path = sqlitePathOf(url);
   if (path !== undefined) return createSqliteKysely({ path, ...sqliteOpts });

@@ -18,8 +18,9 @@ export interface CheckpointerOptions {
    * A WAL this long (frames; 8,192 of 4 KiB pages is 32 MiB) is made to start over (the thread
    * copies the last frames while holding the write lock). SQLite writes the WAL from its start again
    * only when a write transaction begins while every frame has been copied back; with several
-   * processes committing without pause that moment never comes, and the WAL grew by ~90 MB a second here (each commit appending to a longer
-   * file, and past the backstop of 20,000 frames each one checkpointing in the request).
+   * processes committing without pause that moment never comes, and the WAL grew by ~90 MB a second
+   * here (each commit appending to a longer file, and past the backstop of 20,000 frames each one
+   * checkpointing in the request).
    */
   restartAtFrames?: number;
   onError?: (message: string) => void;
