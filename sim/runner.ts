@@ -83,6 +83,8 @@ export interface RunOptions {
   trust: PinnedTrust;
   onProgress?: (p: RunProgress) => void;
   onCertificateCheck?: (done: number, total: number) => void;
+  /** The last device has its final answer; called before the certificate check starts. */
+  onRunEnd?: () => void;
   progressIntervalMs?: number;
 }
 
@@ -285,6 +287,7 @@ export async function runFleet(devices: ManufacturedDevice[], protocol: DevicePr
   if (fatal) throw fatal;
   progress.elapsedMs = now();
   opts.onProgress?.(progress);
+  opts.onRunEnd?.();
   const checkStarted = performance.now();
   for (let i = 0; i < unverified.length; i++) {
     const [rec, signed] = unverified[i]!;

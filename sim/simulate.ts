@@ -42,9 +42,14 @@ export interface SimulationOptions {
   crossCheck?: boolean;
   adminConcurrency?: number;
   progress?: ProgressLine;
-  /** Test hooks: change the server between the phases to provoke failed expectations. */
+  /**
+   * Hooks between the phases: tests change the server to provoke failed expectations; the benchmark
+   * reads CPU counters around the run (afterSetup to afterRun: the answers, not setup or checks).
+   */
   hooks?: {
     afterSetup?: (ctx: { admin: AdminClient; setup: FleetSetup; plan: FleetPlan }) => Promise<void>;
+    /** Synchronous, called as the last device gets its final answer. */
+    afterRun?: () => void;
     beforeCrossCheck?: (ctx: { admin: AdminClient; setup: FleetSetup; result: RunResult }) => Promise<void>;
   };
 }
@@ -92,6 +97,7 @@ export async function runSimulation(o: SimulationOptions): Promise<SimulationRep
       timeoutMs: o.timeoutMs ?? 30_000,
       seed,
       trust: target.trust,
+      ...(o.hooks?.afterRun ? { onRunEnd: o.hooks.afterRun } : {}),
       ...(progress
         ? {
             onProgress: (p) => progress.update(p),

@@ -233,7 +233,20 @@ describe('simulator: device cryptography', () => {
       close: () => undefined,
     };
     const checks: Array<[number, number]> = [];
-    const run = await runFleet(devices, stand, { concurrency: 2, arrivals: new Float64Array(3), retry: { maxAttempts: 1, baseMs: 1, capMs: 1 }, timeoutMs: 1000, seed: 1, trust, onCertificateCheck: (d, t) => checks.push([d, t]) });
+    const events: string[] = [];
+    let answered = 0;
+    const counting: DeviceProtocol = { ...stand, attempt: async (req, o) => stand.attempt(req, o).finally(() => answered++) };
+    const run = await runFleet(devices, counting, {
+      concurrency: 2, arrivals: new Float64Array(3), retry: { maxAttempts: 1, baseMs: 1, capMs: 1 }, timeoutMs: 1000, seed: 1, trust,
+      onRunEnd: () => events.push(`run end after ${answered} answers`),
+      onCertificateCheck: (d, t) => {
+        checks.push([d, t]);
+        events.push('check');
+      },
+    });
+    // The benchmark reads CPU counters at onRunEnd: after the last answer, before any signature check.
+    assert.deepEqual(events.slice(0, 2), ['run end after 3 answers', 'check']);
+    assert.equal(events.filter((e) => e.startsWith('run end')).length, 1);
     assert.deepEqual(run.records.map((r) => r.outcome), ['onboarded', 'onboarded', 'onboarded']);
     assert.equal(run.records[0]!.certificateProblem, null);
     assert.match(run.records[1]!.certificateProblem!, /not issued by a CA of the pinned bundle/);
