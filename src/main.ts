@@ -108,7 +108,7 @@ export async function startFleetpass(config: Readonly<FleetpassConfig>, opts: { 
   const { store, keys, registry, authority, publicUrl, closers } = core;
   try {
     const admission = new AdmissionControl({ maxInFlight: config.admissionMaxInFlight, maxQueue: config.admissionMaxQueue, queueTimeoutMs: config.admissionQueueTimeoutMs, retryAfterSeconds: config.retryAfterSeconds });
-    const metrics = new Metrics({ admissionStats: () => admission.stats() });
+    const metrics = new Metrics({ admissionStats: () => admission.stats(), storeStats: () => store.transactionStats() });
     admission.onReject = (code) => metrics.admissionRejected.inc({ reason: code });
     // Device requests read configuration through the cache (one version read per request).
     const configCache = new ConfigCache(store);

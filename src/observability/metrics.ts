@@ -10,8 +10,10 @@ export class Metrics {
   readonly inFlight: Gauge;
   readonly queued: Gauge;
   readonly adminRequests: Counter<'method' | 'status'>;
+  readonly storeTransactions: Counter;
+  readonly storeDatabaseTransactions: Counter;
 
-  constructor(opts: { defaultMetrics?: boolean; admissionStats?: () => { inFlight: number; queued: number } } = {}) {
+  constructor(opts: { defaultMetrics?: boolean; admissionStats?: () => { inFlight: number; queued: number }; storeStats?: () => { transactions: number; databaseTransactions: number } } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'fleetpass_process_' });
     this.attempts = new Counter({ name: 'fleetpass_provisioning_attempts_total', help: 'Provisioning attempts by protocol, outcome and reason code.', labelNames: ['protocol', 'outcome', 'reason'], registers: [this.registry] });
     this.duration = new Histogram({
@@ -27,5 +29,29 @@ export class Metrics {
     this.inFlight = new Gauge({ name: 'fleetpass_admission_in_flight', help: 'Provisioning requests being processed.', registers: [this.registry], collect() { if (stats) this.set(stats().inFlight); } });
     this.queued = new Gauge({ name: 'fleetpass_admission_queued', help: 'Provisioning requests waiting for a slot.', registers: [this.registry], collect() { if (stats) this.set(stats().queued); } });
     this.adminRequests = new Counter({ name: 'fleetpass_admin_requests_total', help: 'Admin API requests by method and status.', labelNames: ['method', 'status'], registers: [this.registry] });
+    // Kept by the store; read when scraped. Their ratio is group commit's mean group size.
+    const store = opts.storeStats;
+    this.storeTransactions = new Counter({
+      name: 'fleetpass_store_transactions_total',
+      help: 'Store transactions run (each registration, renewal, revocation or admin change is one).',
+      registers: [this.registry],
+      collect() {
+        if (store) setCounter(this, store().transactions);
+      },
+    });
+    this.storeDatabaseTransactions = new Counter({
+      name: 'fleetpass_store_database_transactions_total',
+      help: 'Database transactions that carried them: fewer under load on SQLite, where store transactions that wait together commit together (group commit).',
+      registers: [this.registry],
+      collect() {
+        if (store) setCounter(this, store().databaseTransactions);
+      },
+    });
   }
+}
+
+/** A counter whose total is kept elsewhere (prom-client counters have no set). */
+function setCounter(counter: Counter, total: number): void {
+  counter.reset();
+  counter.inc(total);
 }

@@ -196,5 +196,10 @@ export interface Store extends Repos {
   transaction<T>(fn: (tx: Repos) => Promise<T>): Promise<T>;
   /** Cheap liveness query for /readyz. */
   ping(): Promise<void>;
+  /**
+   * How many store transactions ran, in how many database transactions: fewer on SQLite under load
+   * (group commit), so the ratio is the mean group size. Counts of this process since it opened.
+   */
+  transactionStats(): { transactions: number; databaseTransactions: number };
   close(): Promise<void>;
 }

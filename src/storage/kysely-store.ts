@@ -888,7 +888,6 @@ export class KyselyStore extends KyselyRepos implements Store {
   #draining = false;
   readonly #stats = { transactions: 0, databaseTransactions: 0 };
 
-  /** How many store transactions ran, in how many database transactions (fewer: group commit). */
   transactionStats(): { transactions: number; databaseTransactions: number } {
     return { ...this.#stats };
   }

@@ -78,6 +78,11 @@ describeEachBackend('scale', (ctx) => {
       for (let i = 0; i < 4; i++) {
         const m = await get(port, '/metrics', ca);
         assert.match(m.body, /fleetpass_provisioning_attempts_total\{protocol="https",outcome="success",reason="OK"\} 4\b/, m.body.slice(0, 400));
+        // Each registration is a store transaction; group commit can only make database transactions fewer.
+        const storeTx = Number(/^fleetpass_store_transactions_total (\d+)$/m.exec(m.body)?.[1]);
+        const databaseTx = Number(/^fleetpass_store_database_transactions_total (\d+)$/m.exec(m.body)?.[1]);
+        assert.ok(storeTx >= 4, `store transactions: ${storeTx}`);
+        assert.ok(databaseTx >= 1 && databaseTx <= storeTx, `database transactions: ${databaseTx} for ${storeTx}`);
       }
     } finally {
       child.kill('SIGTERM');
