@@ -5,7 +5,9 @@
  *  (b) certificates/s over keep-alive (token attestation)  next to  `openssl speed ecdsap256` sign/s on one core
  *  (c) an N-device burst on the embedded defaults: wall time, p99, server peak RSS, unexpected failures,
  *      and wall time ÷ (N ÷ bare handshake rate)
- *  (d) (b) and (c) on PostgreSQL       (e) (b) with --workers 2 ÷ --workers 1
+ *  (d) (b) and (c) on PostgreSQL
+ *  (e) (b) with --workers 2 ÷ --workers 1  next to  two copies of a Node program ÷ one, and what it
+ *      is made of: CPU per certificate (/proc) and group-commit sizes (/metrics)
  *
  * Options: --burst N (default 100000), --devices N for (a)/(b)/(e) (default 10000), --only a,b,c,d,e,
  * --concurrency C (default 64), --burst-workers N for (c) and (d) (default: serve's default),
