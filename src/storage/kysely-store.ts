@@ -888,6 +888,15 @@ export class KyselyStore extends KyselyRepos implements Store {
   #draining = false;
   readonly #stats = { transactions: 0, databaseTransactions: 0 };
 
+  /**
+   * Calls fn with every SQL statement and its parameters before it runs, until called again with
+   * undefined: for tracing, and for the test that checks the hot path's query plans.
+   */
+  observeQueries(fn: ((sql: string, parameters: readonly unknown[]) => void) | undefined): void {
+    if (!this.#guard) throw new Error('this store was opened without a guard: nothing to observe');
+    this.#guard.queryTap = fn ? (q) => fn(q.sql, q.parameters) : undefined;
+  }
+
   transactionStats(): { transactions: number; databaseTransactions: number } {
     return { ...this.#stats };
   }

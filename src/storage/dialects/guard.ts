@@ -34,6 +34,8 @@ export class StoreGuard {
    * ~3% of the server's CPU per onboarding, every request, for a mistake only new code can make.
    */
   readonly #scope: AsyncLocalStorage<TxMarker> | undefined;
+  /** Sees every statement before it runs (KyselyStore.observeQueries). */
+  queryTap: ((query: CompiledQuery) => void) | undefined;
 
   constructor(readonly capabilities: DialectCapabilities, checkTransactionScope = process.env.FLEETPASS_DEV_CHECKS === '1') {
     this.#scope = checkTransactionScope ? new AsyncLocalStorage<TxMarker>() : undefined;
@@ -87,6 +89,7 @@ class GuardedConnection implements DatabaseConnection {
   constructor(readonly inner: DatabaseConnection, private readonly guard: StoreGuard) {}
 
   async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
+    this.guard.queryTap?.(compiledQuery);
     try {
       return await this.inner.executeQuery<R>(compiledQuery);
     } catch (err) {
