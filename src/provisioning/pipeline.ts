@@ -98,6 +98,8 @@ export interface PipelineSettings {
   minRsaBits: number;
   deviceCertValidityDays: number;
   webhookTimeoutMs: number;
+  /** Signs webhook requests when set (see callPreProvisioningHook). */
+  webhookSecret?: string | null;
   publicUrl: string;
   mqttEndpoint: string | null;
   /** Days before notAfter from which a device may renew; default 30. */
@@ -249,7 +251,7 @@ export class ProvisioningPipeline {
         attestation: att.method,
         publicKeyFingerprint: csr.publicKeyFingerprint,
         parameters: params,
-      }, this.deps.settings.webhookTimeoutMs);
+      }, { timeoutMs: this.deps.settings.webhookTimeoutMs, secret: this.deps.settings.webhookSecret ?? null, now: this.deps.clock.now() });
       params = { ...params, ...overrides };
     }
 

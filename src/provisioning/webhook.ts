@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import { fail } from '../core/errors.js';
 
 export interface HookRequest {
@@ -9,14 +10,35 @@ export interface HookRequest {
   parameters: Record<string, string>;
 }
 
+export interface HookOptions {
+  timeoutMs: number;
+  /** FLEETPASS_WEBHOOK_SECRET: when set, every request is signed (signWebhookRequest). */
+  secret: string | null;
+  now: Date;
+}
+
+/**
+ * The signature headers of a webhook request: `X-Fleetpass-Timestamp` (Unix seconds) and
+ * `X-Fleetpass-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`. The timestamp is
+ * signed with the body, so a receiver that also rejects stale timestamps (say, older than 5 minutes)
+ * rejects a recorded request replayed later, not only a forged one.
+ */
+export function signWebhookRequest(secret: string, body: string, now: Date): Record<string, string> {
+  const timestamp = String(Math.floor(now.getTime() / 1000));
+  const mac = createHmac('sha256', secret).update(`${timestamp}.${body}`, 'utf8').digest('hex');
+  return { 'x-fleetpass-timestamp': timestamp, 'x-fleetpass-signature': `v1=${mac}` };
+}
+
 /**
  * Optional customer webhook before registration (like AWS's pre-provisioning hook). It answers
  * `{"allow": true|false, "reason"?: "…", "parameterOverrides"?: {…}}`; anything else is HOOK_FAILED.
  */
-export async function callPreProvisioningHook(url: string, body: HookRequest, timeoutMs: number): Promise<Record<string, string>> {
+export async function callPreProvisioningHook(url: string, request: HookRequest, opts: HookOptions): Promise<Record<string, string>> {
+  const body = JSON.stringify(request);
+  const headers: Record<string, string> = { 'content-type': 'application/json', ...(opts.secret ? signWebhookRequest(opts.secret, body, opts.now) : {}) };
   let res: Response;
   try {
-    res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(timeoutMs) });
+    res = await fetch(url, { method: 'POST', headers, body, signal: AbortSignal.timeout(opts.timeoutMs) });
   } catch (e) {
     fail('HOOK_FAILED', `webhook ${new URL(url).host} unreachable: ${(e as Error).message}`);
   }

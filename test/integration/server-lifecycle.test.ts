@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { execFile } from 'node:child_process';
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,16 +14,24 @@ import { startTestServer } from '../helpers/server.js';
 const execFileAsync = promisify(execFile);
 const CLI = new URL('../../src/cli/index.js', import.meta.url).pathname;
 
+interface HookCall {
+  raw: string;
+  headers: Record<string, string | string[] | undefined>;
+}
+
 /** A customer webhook on loopback: answers with `answer`, after `delayMs`. */
-async function webhook(answer: (body: Record<string, unknown>) => { status: number; body: unknown }, delayMs = 0): Promise<{ url: string; server: Server; calls: Array<Record<string, unknown>> }> {
+async function webhook(answer: (body: Record<string, unknown>, call: HookCall) => { status: number; body: unknown }, delayMs = 0): Promise<{ url: string; server: Server; calls: Array<Record<string, unknown>>; requests: HookCall[] }> {
   const calls: Array<Record<string, unknown>> = [];
+  const requests: HookCall[] = [];
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+      const call = { raw: Buffer.concat(chunks).toString('utf8'), headers: req.headers };
+      const body = JSON.parse(call.raw) as Record<string, unknown>;
       calls.push(body);
-      const a = answer(body);
+      requests.push(call);
+      const a = answer(body, call);
       setTimeout(() => {
         res.writeHead(a.status, { 'content-type': 'application/json' });
         res.end(typeof a.body === 'string' ? a.body : JSON.stringify(a.body));
@@ -31,7 +40,7 @@ async function webhook(answer: (body: Record<string, unknown>) => { status: numb
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const addr = server.address();
-  return { url: `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/hook`, server, calls };
+  return { url: `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/hook`, server, calls, requests };
 }
 
 async function tokenEnrollment(srv: Awaited<ReturnType<typeof startTestServer>>, registrationId: string, extra: Record<string, unknown> = {}): Promise<string> {
@@ -111,6 +120,35 @@ describeEachBackend('server lifecycle', (ctx) => {
         assert.equal(r.json.error.code, 'HOOK_FAILED');
       }
       assert.equal((await srv.admin('GET', '/devices?registrationId=HOOK-NO')).json.items.length, 0);
+      assert.equal(hook.requests[0]!.headers['x-fleetpass-signature'], undefined, 'unsigned without FLEETPASS_WEBHOOK_SECRET');
+    } finally {
+      hook.server.close();
+      await srv.close();
+    }
+  });
+
+  it('pre-provisioning webhook with FLEETPASS_WEBHOOK_SECRET: every request signed over timestamp and body', async () => {
+    const secret = 'whsec-test-1f2e3d';
+    // The receiver a customer would write: recompute the HMAC, compare in constant time, refuse stale timestamps.
+    const verify = (call: HookCall, key: string): boolean => {
+      const ts = String(call.headers['x-fleetpass-timestamp'] ?? '');
+      const sig = String(call.headers['x-fleetpass-signature'] ?? '');
+      const expected = `v1=${createHmac('sha256', key).update(`${ts}.${call.raw}`).digest('hex')}`;
+      const fresh = Math.abs(Date.now() / 1000 - Number(ts)) < 300;
+      return fresh && sig.length === expected.length && timingSafeEqual(Buffer.from(sig), Buffer.from(expected));
+    };
+    const hook = await webhook((_b, call) => (verify(call, secret) ? { status: 200, body: { allow: true } } : { status: 200, body: { allow: false, reason: 'bad signature' } }));
+    const srv = await startTestServer(ctx().url, { webhookSecret: secret });
+    try {
+      const dir = tempDir();
+      const token = await tokenEnrollment(srv, 'HOOK-SIGNED', { webhookUrl: hook.url });
+      const r = await srv.request('POST', '/v1/provision', { body: { registrationId: 'HOOK-SIGNED', csr: makeCsr(dir, 'signed').csrPem }, token });
+      assert.equal(r.status, 200, r.text);
+      const call = hook.requests.at(-1)!;
+      assert.match(String(call.headers['x-fleetpass-timestamp']), /^\d{10}$/);
+      assert.match(String(call.headers['x-fleetpass-signature']), /^v1=[0-9a-f]{64}$/);
+      assert.equal(verify(call, 'another secret'), false, 'the signature depends on the secret');
+      assert.equal(verify({ ...call, raw: call.raw.replace('HOOK-SIGNED', 'HOOK-FORGED') }, secret), false, 'and on the body');
     } finally {
       hook.server.close();
       await srv.close();
