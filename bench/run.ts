@@ -408,7 +408,7 @@ async function figureB(label: string, workers: number, databaseUrl?: string): Pr
   }
 }
 
-/** Per certificate, summed over the rounds of one server: CPU ms and how busy what bounds it was. */
+/** Totals over the measured rounds of one server: devices, run time, CPU ms, store transactions. */
 interface Accounting {
   devices: number;
   seconds: number;

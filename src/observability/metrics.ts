@@ -29,29 +29,25 @@ export class Metrics {
     this.inFlight = new Gauge({ name: 'fleetpass_admission_in_flight', help: 'Provisioning requests being processed.', registers: [this.registry], collect() { if (stats) this.set(stats().inFlight); } });
     this.queued = new Gauge({ name: 'fleetpass_admission_queued', help: 'Provisioning requests waiting for a slot.', registers: [this.registry], collect() { if (stats) this.set(stats().queued); } });
     this.adminRequests = new Counter({ name: 'fleetpass_admin_requests_total', help: 'Admin API requests by method and status.', labelNames: ['method', 'status'], registers: [this.registry] });
-    // Kept by the store; read when scraped. Their ratio is group commit's mean group size.
+    // Kept by the store and read when scraped (prom-client counters have no set: reset, then add the
+    // total). Their ratio is group commit's mean group size.
     const store = opts.storeStats;
-    this.storeTransactions = new Counter({
-      name: 'fleetpass_store_transactions_total',
-      help: 'Store transactions run (each registration, renewal, revocation or admin change is one).',
-      registers: [this.registry],
-      collect() {
-        if (store) setCounter(this, store().transactions);
-      },
-    });
-    this.storeDatabaseTransactions = new Counter({
-      name: 'fleetpass_store_database_transactions_total',
-      help: 'Database transactions that carried them: fewer under load on SQLite, where store transactions that wait together commit together (group commit).',
-      registers: [this.registry],
-      collect() {
-        if (store) setCounter(this, store().databaseTransactions);
-      },
-    });
+    const storeCounter = (name: string, help: string, total: (s: { transactions: number; databaseTransactions: number }) => number) =>
+      new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          if (!store) return;
+          this.reset();
+          this.inc(total(store()));
+        },
+      });
+    this.storeTransactions = storeCounter('fleetpass_store_transactions_total', 'Store transactions run (each registration, renewal, revocation or admin change is one).', (s) => s.transactions);
+    this.storeDatabaseTransactions = storeCounter(
+      'fleetpass_store_database_transactions_total',
+      'Database transactions that carried them: fewer under load on SQLite, where store transactions that wait together commit together (group commit).',
+      (s) => s.databaseTransactions,
+    );
   }
-}
-
-/** A counter whose total is kept elsewhere (prom-client counters have no set). */
-function setCounter(counter: Counter, total: number): void {
-  counter.reset();
-  counter.inc(total);
 }

@@ -890,7 +890,7 @@ export class KyselyStore extends KyselyRepos implements Store {
 
   /**
    * Calls fn with every SQL statement and its parameters before it runs, until called again with
-   * undefined: for tracing, and for the test that checks the hot path's query plans.
+   * undefined (the query-plan test records the device path with it).
    */
   observeQueries(fn: ((sql: string, parameters: readonly unknown[]) => void) | undefined): void {
     if (!this.#guard) throw new Error('this store was opened without a guard: nothing to observe');
