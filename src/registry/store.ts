@@ -192,7 +192,12 @@ export interface Repos
 
 export interface Store extends Repos {
   readonly dialect: 'sqlite' | 'postgres';
-  /** Runs fn in one database transaction; everything done through `tx` commits or rolls back together. */
+  /**
+   * Runs fn in one database transaction; everything done through `tx` commits or rolls back together.
+   * fn may be run more than once (a store that commits several transactions together runs each
+   * again alone when their shared commit fails), so it acts only through `tx`; whatever else should
+   * happen on success belongs after the returned promise resolves.
+   */
   transaction<T>(fn: (tx: Repos) => Promise<T>): Promise<T>;
   /** Cheap liveness query for /readyz. */
   ping(): Promise<void>;

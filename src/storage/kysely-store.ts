@@ -866,8 +866,10 @@ export class KyselyStore extends KyselyRepos implements Store {
    * same turn of the event loop, or while the previous group was running or this one was waiting
    * for the write lock, run as one database transaction (the group is taken once the lock is held),
    * one after the other, each in a savepoint of its own. One that throws is rolled back to its
-   * savepoint and rejects alone; every other one resolves only once the whole group has committed,
-   * and all of them reject if that commit fails. Each behaves as if it ran alone, in turn: it sees
+   * savepoint and rejects alone; every other one resolves only once the whole group has committed.
+   * If the group's database transaction is lost instead (its COMMIT fails, or a member's failure
+   * makes the database roll back everything), each member runs again alone: fn may run twice, so
+   * it must do nothing but through `tx` (see Store.transaction). Each behaves as if it ran alone, in turn: it sees
    * what the ones before it in the group wrote. What the group saves is the write lock taken once
    * instead of per transaction (with several worker processes, most of the cost was their
    * contending for it) and pages that several transactions change (the newest leaf of every
@@ -901,10 +903,23 @@ export class KyselyStore extends KyselyRepos implements Store {
     return { ...this.#stats };
   }
 
-  #alone<T>(fn: (tx: Repos) => Promise<T>): Promise<T> {
+  async #alone<T>(fn: (tx: Repos) => Promise<T>): Promise<T> {
     this.#stats.transactions++;
     this.#stats.databaseTransactions++;
-    return this.db.transaction().execute((trx) => this.#body(trx, fn));
+    let failed: { error: unknown } | undefined;
+    try {
+      return await this.db.transaction().execute((trx) =>
+        this.#body(trx, fn).catch((error: unknown) => {
+          failed = { error };
+          throw error;
+        }),
+      );
+    } catch (err) {
+      // fn failed and then so did the ROLLBACK: the database had already rolled the transaction
+      // back (SQLite does on some errors, "no transaction is active"), or the connection is gone and
+      // the server aborts it. Nothing was committed either way; fn's error says why.
+      throw failed ? failed.error : err;
+    }
   }
 
   #body<T>(trx: Db, fn: (tx: Repos) => Promise<T>): Promise<T> {
@@ -944,10 +959,19 @@ export class KyselyStore extends KyselyRepos implements Store {
             return out;
           });
         } catch (err) {
-          // A group of one: its own failure, rolled back. Larger: the commit (or a rollback) failed.
-          // None: BEGIN failed (the lock stayed taken past busy_timeout); it fails those that waited.
-          if (group.length === 0) group = this.#queued.splice(0, waiting);
-          for (const job of group) job.reject(err);
+          // A group of one: its own failure, rolled back. None: BEGIN failed (the lock stayed taken
+          // past busy_timeout); it fails those that waited.
+          if (group.length <= 1) {
+            if (group.length === 0) group = this.#queued.splice(0, waiting);
+            for (const job of group) job.reject(err);
+            continue;
+          }
+          // Larger: the database transaction was lost as a whole (a failed COMMIT, or a member whose
+          // failure made the database roll everything back, so that its savepoint was gone). Nothing
+          // of the group is kept, so each member runs again alone, in order, and meets its own fate:
+          // one bad transaction does not fail up to MAX_GROUP - 1 good ones with it.
+          this.#stats.transactions -= group.length;
+          for (const job of group) await this.#alone(job.fn).then(job.resolve, job.reject);
           continue;
         }
         outcomes.forEach((o, i) => (o.ok ? group[i]!.resolve(o.value) : group[i]!.reject(o.error)));

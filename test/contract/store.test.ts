@@ -20,6 +20,7 @@ import type {
 } from '../../src/registry/types.js';
 import { migrateStore, openStore, type KyselyStore } from '../../src/storage/index.js';
 import { describeEachBackend } from '../helpers/backends.js';
+import { execRaw } from '../helpers/raw-sql.js';
 import { holdWriteLock as holdLock } from '../helpers/write-lock.js';
 import type { WorkerInput, WorkerOutput } from './store-worker.js';
 
@@ -681,6 +682,51 @@ describeEachBackend('Store contract', (ctx) => {
         assert.equal((await store.getDevice(t.id, devices[i]!.id)) !== undefined, r.status === 'fulfilled', `device ${i}`);
       }
       assert.equal(await store.countDevices(t.id, { group: 'g1' }), 3, 'device groups of the rolled-back ones are gone too');
+    });
+
+    it('a transaction that makes the database roll back everything fails alone: those started with it still commit', async () => {
+      const { store, url, backend } = ctx();
+      const t = tenant();
+      await store.createTenant(t);
+      const poison = `poison-${t.id}`;
+      // A trigger that aborts the whole database transaction, not just its statement: on SQLite,
+      // RAISE(ROLLBACK) also removes the savepoint the group commit gave that member.
+      await execRaw(
+        url,
+        backend === 'sqlite'
+          ? `create trigger poison_settings before insert on settings when new.key like 'poison-%' begin select raise(rollback, 'poisoned setting'); end`
+          : `create function poison_settings() returns trigger language plpgsql as $$ begin raise exception 'poisoned setting'; end $$;
+             create trigger poison_settings before insert on settings for each row when (new.key like 'poison-%') execute function poison_settings()`,
+      );
+      try {
+        const before = store.transactionStats();
+        const made = Array.from({ length: 6 }, () => tenant());
+        // Started in one turn of the event loop: on SQLite one group, with the poisoned one in the middle.
+        const results = await Promise.allSettled(
+          made.map((m, i) =>
+            store.transaction(async (tx) => {
+              await tx.createTenant(m);
+              await tx.putSettingIfAbsent(i === 2 ? poison : `ok-${m.id}`, 'x');
+              return i;
+            }),
+          ),
+        );
+        assert.equal(results[2]!.status, 'rejected');
+        assert.match(String((results[2] as PromiseRejectedResult).reason), /poisoned setting/, 'the failing one sees its own error');
+        for (const [i, r] of results.entries()) {
+          if (i === 2) continue;
+          assert.deepEqual(r, { status: 'fulfilled', value: i });
+          assert.deepEqual(await store.getTenant(made[i]!.id), made[i]);
+          assert.equal(await store.getSetting(`ok-${made[i]!.id}`), 'x');
+        }
+        assert.equal(await store.getTenant(made[2]!.id), undefined, 'nothing of the failed one is kept');
+        assert.equal(await store.getSetting(poison), undefined);
+        const after = store.transactionStats();
+        assert.equal(after.transactions - before.transactions, 6, 'each store transaction counted once');
+        if (backend === 'sqlite') assert.equal(after.databaseTransactions - before.databaseTransactions, 7, 'the lost group, then each alone');
+      } finally {
+        await execRaw(url, backend === 'sqlite' ? 'drop trigger poison_settings' : 'drop trigger poison_settings on settings; drop function poison_settings()');
+      }
     });
 
     it('a duplicate certificate serial inside a transaction fails it as a conflict, and nothing of it is kept', async () => {
