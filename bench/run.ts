@@ -127,6 +127,9 @@ async function baselineFixture(): Promise<BaselineFixture> {
  * the server checked against the pinned bundle), CONCURRENCY at once, for SECONDS after a warm-up of
  * up to 3 s (unless --warmup 0).
  */
+/** CPU ms per handshake of each baseline reading: the trivial server's and the client's (this process). */
+const handshakeCpu: Array<{ serverMs: number; clientMs: number }> = [];
+
 async function handshakeBaseline(): Promise<number> {
   const { dir, devices } = await baselineFixture();
   const port = await freePort();
@@ -156,7 +159,9 @@ async function handshakeBaseline(): Promise<number> {
     };
     // Warmed up as the servers under test are (warmUp): a few seconds, not measured.
     if (WARMUP > 0) await handshakes(Math.min(3, SECONDS));
+    const [serverBefore, clientBefore] = [cpuMsOf(child.pid!), ownCpuMs()];
     const done = await handshakes(SECONDS);
+    handshakeCpu.push({ serverMs: (cpuMsOf(child.pid!) - serverBefore) / done, clientMs: (ownCpuMs() - clientBefore) / done });
     return done / SECONDS;
   } finally {
     child.kill();
@@ -259,14 +264,18 @@ interface CpuSnapshot {
   simulator: number;
 }
 
+function ownCpuMs(): number {
+  const own = process.cpuUsage();
+  return (own.user + own.system) / 1000;
+}
+
 function cpuSnapshot(server: Server): CpuSnapshot {
   const primary = server.child.pid!;
   const workers = childrenOf(primary);
-  const own = process.cpuUsage();
   return {
     server: [primary, ...workers].reduce((sum, p) => sum + cpuMsOf(p), 0),
     mainThreads: new Map((workers.length > 0 ? workers : [primary]).map((p) => [p, cpuMsOf(p, true)])),
-    simulator: (own.user + own.system) / 1000,
+    simulator: ownCpuMs(),
   };
 }
 
@@ -561,29 +570,77 @@ async function figureC(label: string, databaseUrl?: string): Promise<Record<stri
 
 if (ONLY.has('a')) {
   // One server process, like the trivial server of the baseline; then the default, one worker per
-  // core (here the simulator needs the same cores, so that is not always faster).
-  const runs: Array<{ workers: number; onboardingsPerSecond: number; unexpected: number }> = [];
+  // core (here the simulator needs the same cores, so that is not always faster). The baseline is
+  // measured again after each run, and each run is divided by the mean of the readings on either
+  // side of it: this VM's handshake rate moved from 243 to 176 within one two-minute (a).
+  const runs: ARun[] = [];
   for (const workers of [1, 0]) {
     const server = await startServer({ workers });
     try {
       await warmUp(server, 'a', { x509: 1 }, false);
       log(`(a) ${DEVICES} x509 devices, fresh mTLS connection each, --workers ${workers === 0 ? `${availableParallelism()} (default)` : workers}`);
-      const r = await simulate(server, { devices: DEVICES, mix: { x509: 1 }, keepAlive: false, concurrency: CONCURRENCY });
-      runs.push({ workers: workers === 0 ? availableParallelism() : workers, onboardingsPerSecond: r.onboardedPerSecond, unexpected: unexpected(r) });
+      let before: CpuSnapshot | undefined;
+      let after: CpuSnapshot | undefined;
+      const hooks = { afterSetup: async () => void (before = cpuSnapshot(server)), afterRun: () => void (after = cpuSnapshot(server)) };
+      const r = await simulate(server, { devices: DEVICES, mix: { x509: 1 }, keepAlive: false, concurrency: CONCURRENCY, hooks });
+      const spent = before && after ? cpuSpent(before, after) : { server: NaN, simulator: NaN };
+      runs.push({
+        workers: workers === 0 ? availableParallelism() : workers,
+        onboardingsPerSecond: r.onboardedPerSecond,
+        unexpected: unexpected(r),
+        serverMs: spent.server / r.devices.onboarded,
+        simulatorMs: spent.simulator / r.devices.onboarded,
+        baseline: NaN,
+      });
     } finally {
       await server.stop();
     }
+    log('measuring bare mTLS handshakes again');
+    handshakeReadings.push(await handshakeBaseline());
+    const run = runs.at(-1)!;
+    run.baseline = (handshakeReadings.at(-2)! + handshakeReadings.at(-1)!) / 2;
   }
-  log('measuring bare mTLS handshakes again (after a)');
-  handshakeReadings.push(await handshakeBaseline());
-  handshakes = (handshakeReadings[0]! + handshakeReadings[1]!) / 2;
+  handshakes = handshakeReadings.reduce((a, b) => a + b, 0) / handshakeReadings.length;
   results.handshakesPerSecond = handshakes;
   results.handshakeReadings = handshakeReadings;
-  say(`baseline again: ${handshakeReadings[1]!.toFixed(0)} handshakes/s; mean used below: ${handshakes.toFixed(0)}`);
-  results.a = runs.map((r) => ({ ...r, ratio: r.onboardingsPerSecond / handshakes }));
+  results.handshakeCpu = handshakeCpu;
+  say(`baseline again after each (a) run: ${handshakeReadings.slice(1).map((h) => h.toFixed(0)).join(', ')} handshakes/s; mean of all readings (for c): ${handshakes.toFixed(0)}`);
+  results.a = runs.map((r) => ({ ...r, ratio: r.onboardingsPerSecond / r.baseline }));
   for (const r of runs) {
-    say(`(a) onboardings/s, fresh mTLS each, --workers ${r.workers}: ${r.onboardingsPerSecond.toFixed(0)}  ÷ handshakes/s ${handshakes.toFixed(0)} = ${(r.onboardingsPerSecond / handshakes).toFixed(2)}  (goal ≥ 0.8)${r.unexpected ? `  WARNING: ${r.unexpected} unexpected outcomes` : ''}`);
+    say(`(a) onboardings/s, fresh mTLS each, --workers ${r.workers}: ${r.onboardingsPerSecond.toFixed(0)}  ÷ handshakes/s ${r.baseline.toFixed(0)} (the readings either side) = ${(r.onboardingsPerSecond / r.baseline).toFixed(2)}  (goal ≥ 0.8)${r.unexpected ? `  WARNING: ${r.unexpected} unexpected outcomes` : ''}`);
   }
+  say(explainA(runs));
+}
+
+interface ARun {
+  workers: number;
+  onboardingsPerSecond: number;
+  unexpected: number;
+  /** CPU ms per onboarding: the server's (all processes and threads) and the simulator's. */
+  serverMs: number;
+  simulatorMs: number;
+  /** Handshakes/s: the mean of the baseline readings just before and just after this run. */
+  baseline: number;
+}
+
+/**
+ * What (a) is made of: CPU per connection of the client (the simulator, this process) and of the
+ * server, in the baseline (mean of its readings) and in each (a) run. The client is one thread and
+ * near 100 % busy in both, so it binds both rates, and the ratio of its ms per connection is (a)
+ * with the VM's drift taken out.
+ */
+function explainA(runs: ARun[]): string {
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const base = { serverMs: mean(handshakeCpu.map((h) => h.serverMs)), clientMs: mean(handshakeCpu.map((h) => h.clientMs)) };
+  const f = (x: number) => x.toFixed(2);
+  const busy = (ms: number, perSecond: number) => `${((ms * perSecond) / 10).toFixed(0)} %`;
+  return [
+    `    baseline: client ${f(base.clientMs)} ms + trivial server ${f(base.serverMs)} ms of CPU per handshake (client ${busy(base.clientMs, handshakes)} busy at the mean rate)`,
+    ...runs.map(
+      (r) =>
+        `    --workers ${r.workers}: client ${f(r.simulatorMs)} ms (${busy(r.simulatorMs, r.onboardingsPerSecond)} busy) + server ${f(r.serverMs)} ms per onboarding, cores ${(((r.simulatorMs + r.serverMs) * r.onboardingsPerSecond) / 10 / availableParallelism()).toFixed(0)} % busy; client ms per baseline handshake ÷ per onboarding = ${f(base.clientMs / r.simulatorMs)}`,
+    ),
+  ].join('\n');
 }
 let bSqlite1 = 0;
 let e: FiguresBE | undefined;

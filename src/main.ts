@@ -116,7 +116,7 @@ export async function startFleetpass(config: Readonly<FleetpassConfig>, opts: { 
     const lifecycle = new LifecycleService({ store, registry, authority, clock, crlValidityHours: config.crlValidityHours, renewalWindowDays: config.renewalWindowDays });
     const pipeline = new ProvisioningPipeline({
       store: configCache.store, configCache: configCache, attestor, authority, admission, metrics, clock, log, identifier: lifecycle,
-      settings: { maxCsrBytes: config.maxCsrBytes, minRsaBits: config.minRsaBits, deviceCertValidityDays: config.deviceCertValidityDays, webhookTimeoutMs: config.webhookTimeoutMs, webhookSecret: config.webhookSecret, publicUrl, mqttEndpoint: config.mqttEndpoint, renewalWindowDays: config.renewalWindowDays },
+      settings: { maxCsrBytes: config.maxCsrBytes, minRsaBits: config.minRsaBits, deviceCertValidityDays: config.deviceCertValidityDays, webhookTimeoutMs: config.webhookTimeoutMs, webhookSecrets: [config.webhookSecret, config.webhookSecretPrevious].filter((x): x is string => Boolean(x)), publicUrl, mqttEndpoint: config.mqttEndpoint, renewalWindowDays: config.renewalWindowDays },
     });
     const tls = await authority.issueServerTls(config.serverNames);
     const app = await buildHttpApp({ store, pipeline, registry, lifecycle, authority, metrics, log }, {

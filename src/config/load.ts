@@ -83,6 +83,9 @@ export function loadConfig(opts: LoadOptions = {}): Readonly<FleetpassConfig> {
   if (cfg.trustProxyClientCert && cfg.trustedProxies.length === 0) {
     throw new ConfigError('trustProxyClientCert is on but trustedProxies is empty: name the load balancer addresses (--trusted-proxies 10.0.0.5,10.0.0.6)');
   }
+  if (cfg.webhookSecretPrevious && !cfg.webhookSecret) {
+    throw new ConfigError('FLEETPASS_WEBHOOK_SECRET_PREVIOUS is set without FLEETPASS_WEBHOOK_SECRET: while rotating, set the new secret in FLEETPASS_WEBHOOK_SECRET and the old one in FLEETPASS_WEBHOOK_SECRET_PREVIOUS');
+  }
   for (const p of cfg.trustedProxies) {
     if (!isIP(p.split('/')[0] ?? '') || (p.includes('/') && !/^\d{1,3}$/.test(p.split('/')[1] ?? ''))) throw new ConfigError(`trustedProxies: "${p}" is not an IP address or CIDR block`);
   }

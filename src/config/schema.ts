@@ -45,6 +45,7 @@ export interface FleetpassConfig {
   sasMaxLifetimeSeconds: number;
   webhookTimeoutMs: number;
   webhookSecret: string | null;
+  webhookSecretPrevious: string | null;
   crlValidityHours: number;
   mqttEndpoint: string | null;
   initialTenantName: string;
@@ -80,6 +81,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'sasMaxLifetimeSeconds', kind: 'int', env: 'FLEETPASS_SAS_MAX_LIFETIME_SECONDS', flag: 'sas-max-lifetime-seconds', default: 31536000, range: [60, 315360000], help: 'Largest accepted distance of a SAS token expiry (se) into the future.' },
   { key: 'webhookTimeoutMs', kind: 'int', env: 'FLEETPASS_WEBHOOK_TIMEOUT_MS', flag: 'webhook-timeout-ms', default: 5000, range: [100, 60000], help: 'Timeout of the optional pre-provisioning webhook.' },
   { key: 'webhookSecret', kind: 'string', env: 'FLEETPASS_WEBHOOK_SECRET', default: null, secret: true, help: 'Signs every pre-provisioning webhook request (X-Fleetpass-Timestamp, X-Fleetpass-Signature: v1=HMAC-SHA256 of "<timestamp>.<body>"), so the webhook can tell Fleetpass from anyone else who finds its URL.' },
+  { key: 'webhookSecretPrevious', kind: 'string', env: 'FLEETPASS_WEBHOOK_SECRET_PREVIOUS', default: null, secret: true, help: 'While rotating the webhook secret: the old one. Requests then carry a second signature, made with it (X-Fleetpass-Signature: v1=<new>,v1=<old>), so the webhook can switch to the new secret at any moment; unset it once it has.' },
   { key: 'crlValidityHours', kind: 'int', env: 'FLEETPASS_CRL_VALIDITY_HOURS', flag: 'crl-validity-hours', default: 24, range: [1, 720], help: 'nextUpdate distance of published CRLs.' },
   { key: 'mqttEndpoint', kind: 'string', env: 'FLEETPASS_MQTT_ENDPOINT', flag: 'mqtt-endpoint', default: null, help: 'MQTT endpoint returned to devices in `endpoints.mqtt` (unless the template sets one).' },
   { key: 'initialTenantName', kind: 'string', env: 'FLEETPASS_INITIAL_TENANT', flag: 'initial-tenant', default: 'default', help: 'Name of the tenant created on first start.' },

@@ -98,8 +98,8 @@ export interface PipelineSettings {
   minRsaBits: number;
   deviceCertValidityDays: number;
   webhookTimeoutMs: number;
-  /** Signs webhook requests when set (see callPreProvisioningHook). */
-  webhookSecret?: string | null;
+  /** Sign webhook requests, the current secret first (see signWebhookRequest); none, unsigned. */
+  webhookSecrets?: readonly string[];
   publicUrl: string;
   mqttEndpoint: string | null;
   /** Days before notAfter from which a device may renew; default 30. */
@@ -251,7 +251,7 @@ export class ProvisioningPipeline {
         attestation: att.method,
         publicKeyFingerprint: csr.publicKeyFingerprint,
         parameters: params,
-      }, { timeoutMs: this.deps.settings.webhookTimeoutMs, secret: this.deps.settings.webhookSecret ?? null, now: this.deps.clock.now() });
+      }, { timeoutMs: this.deps.settings.webhookTimeoutMs, secrets: this.deps.settings.webhookSecrets ?? [], now: this.deps.clock.now() });
       params = { ...params, ...overrides };
     }
 

@@ -12,21 +12,26 @@ export interface HookRequest {
 
 export interface HookOptions {
   timeoutMs: number;
-  /** FLEETPASS_WEBHOOK_SECRET: when set, every request is signed (signWebhookRequest). */
-  secret: string | null;
+  /**
+   * FLEETPASS_WEBHOOK_SECRET, then FLEETPASS_WEBHOOK_SECRET_PREVIOUS while rotating: every request
+   * is signed with each (signWebhookRequest); none, no signature.
+   */
+  secrets: readonly string[];
   now: Date;
 }
 
 /**
  * The signature headers of a webhook request: `X-Fleetpass-Timestamp` (Unix seconds) and
- * `X-Fleetpass-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`. The timestamp is
- * signed with the body, so a receiver that also rejects stale timestamps (say, older than 5 minutes)
- * rejects a recorded request replayed later, not only a forged one.
+ * `X-Fleetpass-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`, one `v1=` entry per
+ * secret, comma separated (two while the secret is rotated: the webhook accepts the request if any
+ * entry matches the secret it holds). The timestamp is signed with the body, so a receiver that also
+ * rejects stale timestamps (say, older than 5 minutes) rejects a recorded request replayed later,
+ * not only a forged one.
  */
-export function signWebhookRequest(secret: string, body: string, now: Date): Record<string, string> {
+export function signWebhookRequest(secrets: readonly string[], body: string, now: Date): Record<string, string> {
   const timestamp = String(Math.floor(now.getTime() / 1000));
-  const mac = createHmac('sha256', secret).update(`${timestamp}.${body}`, 'utf8').digest('hex');
-  return { 'x-fleetpass-timestamp': timestamp, 'x-fleetpass-signature': `v1=${mac}` };
+  const signatures = secrets.map((secret) => `v1=${createHmac('sha256', secret).update(`${timestamp}.${body}`, 'utf8').digest('hex')}`);
+  return { 'x-fleetpass-timestamp': timestamp, 'x-fleetpass-signature': signatures.join(',') };
 }
 
 /**
@@ -35,7 +40,7 @@ export function signWebhookRequest(secret: string, body: string, now: Date): Rec
  */
 export async function callPreProvisioningHook(url: string, request: HookRequest, opts: HookOptions): Promise<Record<string, string>> {
   const body = JSON.stringify(request);
-  const headers: Record<string, string> = { 'content-type': 'application/json', ...(opts.secret ? signWebhookRequest(opts.secret, body, opts.now) : {}) };
+  const headers: Record<string, string> = { 'content-type': 'application/json', ...(opts.secrets.length > 0 ? signWebhookRequest(opts.secrets, body, opts.now) : {}) };
   let res: Response;
   try {
     res = await fetch(url, { method: 'POST', headers, body, signal: AbortSignal.timeout(opts.timeoutMs) });

@@ -20,6 +20,18 @@ interface HookCall {
 }
 
 /** A customer webhook on loopback: answers with `answer`, after `delayMs`. */
+/**
+ * The receiver a customer would write (docs/protocols/webhook.md): recompute the HMAC over the raw
+ * body, compare each signature entry in constant time, refuse stale timestamps.
+ */
+function verifyWebhook(call: HookCall, key: string): boolean {
+  const ts = String(call.headers['x-fleetpass-timestamp'] ?? '');
+  const expected = Buffer.from(`v1=${createHmac('sha256', key).update(`${ts}.${call.raw}`).digest('hex')}`);
+  const fresh = Math.abs(Date.now() / 1000 - Number(ts)) < 300;
+  const entries = String(call.headers['x-fleetpass-signature'] ?? '').split(',').map((e) => Buffer.from(e.trim()));
+  return fresh && entries.some((got) => got.length === expected.length && timingSafeEqual(got, expected));
+}
+
 async function webhook(answer: (body: Record<string, unknown>, call: HookCall) => { status: number; body: unknown }, delayMs = 0): Promise<{ url: string; server: Server; calls: Array<Record<string, unknown>>; requests: HookCall[] }> {
   const calls: Array<Record<string, unknown>> = [];
   const requests: HookCall[] = [];
@@ -129,15 +141,7 @@ describeEachBackend('server lifecycle', (ctx) => {
 
   it('pre-provisioning webhook with FLEETPASS_WEBHOOK_SECRET: every request signed over timestamp and body', async () => {
     const secret = 'whsec-test-1f2e3d';
-    // The receiver a customer would write: recompute the HMAC, compare in constant time, refuse stale timestamps.
-    const verify = (call: HookCall, key: string): boolean => {
-      const ts = String(call.headers['x-fleetpass-timestamp'] ?? '');
-      const sig = String(call.headers['x-fleetpass-signature'] ?? '');
-      const expected = `v1=${createHmac('sha256', key).update(`${ts}.${call.raw}`).digest('hex')}`;
-      const fresh = Math.abs(Date.now() / 1000 - Number(ts)) < 300;
-      return fresh && sig.length === expected.length && timingSafeEqual(Buffer.from(sig), Buffer.from(expected));
-    };
-    const hook = await webhook((_b, call) => (verify(call, secret) ? { status: 200, body: { allow: true } } : { status: 200, body: { allow: false, reason: 'bad signature' } }));
+    const hook = await webhook((_b, call) => (verifyWebhook(call, secret) ? { status: 200, body: { allow: true } } : { status: 200, body: { allow: false, reason: 'bad signature' } }));
     const srv = await startTestServer(ctx().url, { webhookSecret: secret });
     try {
       const dir = tempDir();
@@ -147,8 +151,31 @@ describeEachBackend('server lifecycle', (ctx) => {
       const call = hook.requests.at(-1)!;
       assert.match(String(call.headers['x-fleetpass-timestamp']), /^\d{10}$/);
       assert.match(String(call.headers['x-fleetpass-signature']), /^v1=[0-9a-f]{64}$/);
-      assert.equal(verify(call, 'another secret'), false, 'the signature depends on the secret');
-      assert.equal(verify({ ...call, raw: call.raw.replace('HOOK-SIGNED', 'HOOK-FORGED') }, secret), false, 'and on the body');
+      assert.equal(verifyWebhook(call, 'another secret'), false, 'the signature depends on the secret');
+      assert.equal(verifyWebhook({ ...call, raw: call.raw.replace('HOOK-SIGNED', 'HOOK-FORGED') }, secret), false, 'and on the body');
+    } finally {
+      hook.server.close();
+      await srv.close();
+    }
+  });
+
+  it('rotating the webhook secret: while FLEETPASS_WEBHOOK_SECRET_PREVIOUS is set, a webhook holding either secret accepts', async () => {
+    const [oldSecret, newSecret] = ['whsec-old-0a1b', 'whsec-new-9c8d'];
+    let held = oldSecret; // what the customer's webhook is configured with; switched mid-test
+    const hook = await webhook((_b, call) => (verifyWebhook(call, held) ? { status: 200, body: { allow: true } } : { status: 200, body: { allow: false, reason: 'bad signature' } }));
+    const srv = await startTestServer(ctx().url, { webhookSecret: newSecret, webhookSecretPrevious: oldSecret });
+    try {
+      const dir = tempDir();
+      for (const [i, holding] of [oldSecret, newSecret].entries()) {
+        held = holding;
+        const rid = `HOOK-ROTATE-${i}`;
+        const token = await tokenEnrollment(srv, rid, { webhookUrl: hook.url });
+        const r = await srv.request('POST', '/v1/provision', { body: { registrationId: rid, csr: makeCsr(dir, rid).csrPem }, token });
+        assert.equal(r.status, 200, r.text);
+      }
+      const call = hook.requests.at(-1)!;
+      assert.match(String(call.headers['x-fleetpass-signature']), /^v1=[0-9a-f]{64},v1=[0-9a-f]{64}$/, 'the new secret\'s signature, then the old one\'s');
+      assert.equal(verifyWebhook(call, 'a third secret'), false);
     } finally {
       hook.server.close();
       await srv.close();

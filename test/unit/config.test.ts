@@ -42,4 +42,10 @@ describe('config', () => {
     writeFileSync(join(dir, 'broken.json'), '{');
     assert.throws(() => loadConfig({ env: { FLEETPASS_CONFIG: join(dir, 'broken.json') } }), /cannot read config file/);
   });
+
+  it('a previous webhook secret only beside a current one (rotation)', () => {
+    assert.throws(() => loadConfig({ env: { FLEETPASS_WEBHOOK_SECRET_PREVIOUS: 'old' } }), (e: Error) => e instanceof ConfigError && /without FLEETPASS_WEBHOOK_SECRET/.test(e.message));
+    const c = loadConfig({ env: { FLEETPASS_WEBHOOK_SECRET: 'new', FLEETPASS_WEBHOOK_SECRET_PREVIOUS: 'old' } });
+    assert.deepEqual([c.webhookSecret, c.webhookSecretPrevious], ['new', 'old']);
+  });
 });
