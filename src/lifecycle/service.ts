@@ -6,7 +6,7 @@ import type { Principal, RegistryService } from '../registry/service.js';
 import { requireRole } from '../registry/service.js';
 import type { CertificateRecord, Device } from '../registry/types.js';
 import type { CertificateAuthority } from '../provisioning/authority.js';
-import { DEFAULT_RENEWAL_WINDOW_DAYS, checkDeviceUsable, parseRenewalForce, renewalForceSettingKey, type RenewalForce } from '../provisioning/pipeline.js';
+import { DEFAULT_RENEWAL_WINDOW_DAYS, checkDeviceUsable, deviceSettingKeys, parseRenewalForce, renewalForceSettingKey, type RenewalForce } from '../provisioning/pipeline.js';
 
 /** RFC 5280 CRLReason names accepted by the admin API. */
 export const REVOCATION_REASONS = {
@@ -99,6 +99,7 @@ export class LifecycleService {
       const revoked = await tx.setDeviceCertificatesStatus(d.id, 'active', 'revoked', at, 'cessationOfOperation');
       await tx.deleteDevice(p.tenantId, id);
       await tx.decrementDeviceCount(d.enrollmentId);
+      for (const key of deviceSettingKeys(d.id)) await tx.deleteSetting(key);
       await this.deps.registry.audit(tx, p, { action: 'device.delete', resourceType: 'device', resourceId: id, details: { registrationId: d.registrationId, certificatesRevoked: revoked } });
     });
     this.crlCache = undefined;
@@ -185,7 +186,8 @@ export class LifecycleService {
       const d = await tx.getDevice(p.tenantId, id);
       if (!d) fail('NOT_FOUND');
       if (value && d.status !== 'active') fail('CONFLICT', `device ${d.id} is ${d.status}; a ${d.status} device cannot renew`);
-      await tx.setSetting(renewalForceSettingKey(d.id), value ? JSON.stringify(value) : '');
+      if (value) await tx.setSetting(renewalForceSettingKey(d.id), JSON.stringify(value));
+      else await tx.deleteSetting(renewalForceSettingKey(d.id));
       await this.deps.registry.audit(tx, p, { action: force ? 'device.renewal.force' : 'device.renewal.unforce', resourceType: 'device', resourceId: d.id, details: { registrationId: d.registrationId, ...(value ? { until: value.until } : {}) } });
       return d;
     });

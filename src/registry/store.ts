@@ -178,6 +178,8 @@ export interface SettingsRepo {
   /** Insert-only: returns false if the key exists already (first writer wins across processes). */
   putSettingIfAbsent(key: string, value: string): Promise<boolean>;
   setSetting(key: string, value: string): Promise<void>;
+  /** Removes the key; false if there was none. */
+  deleteSetting(key: string): Promise<boolean>;
   /**
    * The configuration version: changes whenever a tenant, CA, template, policy or enrollment
    * configuration changes (not on device counts or token use), in the same transaction. ConfigCache

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import type { Kysely, Selectable } from 'kysely';
 import { FleetpassError } from '../core/errors.js';
 import { AUDIT_GENESIS_HASH, auditEventHash } from '../registry/audit-hash.js';
+import { StoreConflictError } from '../registry/store.js';
 import type {
   AttemptFilter, CertificateFilter, DeviceFilter, EnrollmentFilter, Repos, Store,
 } from '../registry/store.js';
@@ -94,6 +95,7 @@ const HOT = {
   deviceByRegistrationId: new PreparedStatement<{ tenantId: string; registrationId: string }>((db, v) =>
     db.selectFrom('devices').selectAll().where('tenant_id', '=', v('tenantId')).where('registration_id', '=', v('registrationId')).limit(1)),
   insertDevice: new PreparedInsert('devices'),
+  insertDeviceIfAbsent: new PreparedInsert('devices', { ifAbsent: true }),
   insertDeviceGroup: new PreparedInsert('device_groups'),
   insertCertificate: new PreparedInsert('certificates'),
   insertAttempt: new PreparedInsert('attempts'),
@@ -516,6 +518,19 @@ export class KyselyRepos implements Repos {
   }
 
   async createDevice(d: Device): Promise<void> {
+    if (this.inTx && this.caps.statementErrorAbortsTransaction) {
+      // PostgreSQL, in the caller's transaction (every registration): a conflict must not abort it,
+      // and ON CONFLICT DO NOTHING tells of one without the savepoint atomic() would take (two round
+      // trips in a transaction that may hold a group enrollment's row lock). The groups cannot
+      // conflict: the device ID is new and they are deduplicated.
+      const r = await HOT.insertDeviceIfAbsent.execute(this.db, this.caps.name, deviceToRow(d));
+      if (affected(r.numAffectedRows) === 0) {
+        const sameId = await this.db.selectFrom('devices').select('id').where('id', '=', d.id).executeTakeFirst();
+        throw new StoreConflictError(`duplicate key: a device with ${sameId ? 'this id' : 'this registration ID in this tenant'} exists`, sameId ? 'devices_pkey' : 'devices_tenant_registration_id_key');
+      }
+      await this.insertDeviceGroups(this.db, d);
+      return;
+    }
     await this.atomic(async (db) => {
       await HOT.insertDevice.execute(db, this.caps.name, deviceToRow(d));
       await this.insertDeviceGroups(db, d);
@@ -806,6 +821,11 @@ export class KyselyRepos implements Repos {
       .values({ key, value })
       .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
       .execute();
+  }
+
+  async deleteSetting(key: string): Promise<boolean> {
+    const r = await this.db.deleteFrom('settings').where('key', '=', key).executeTakeFirst();
+    return affected(r.numDeletedRows) > 0;
   }
 }
 

@@ -61,14 +61,21 @@ export class PreparedStatement<V extends Record<string, unknown>> {
 export class PreparedInsert<T extends keyof Database & string> {
   readonly #byColumns = new Map<string, PreparedStatement<Record<string, unknown>>>();
 
-  constructor(private readonly table: T) {}
+  /** ifAbsent: ON CONFLICT DO NOTHING, so a conflict inserts no row (numAffectedRows 0) instead of failing. */
+  constructor(
+    private readonly table: T,
+    private readonly opts: { ifAbsent?: boolean } = {},
+  ) {}
 
   execute(db: Db, dialect: string, row: object): Promise<QueryResult<unknown>> {
     const columns = Object.keys(row);
     const key = columns.join(',');
     let stmt = this.#byColumns.get(key);
     if (!stmt) {
-      stmt = new PreparedStatement((d, slot) => d.insertInto(this.table).values(Object.fromEntries(columns.map((c) => [c, slot(c)])) as never));
+      stmt = new PreparedStatement((d, slot) => {
+        const insert = d.insertInto(this.table).values(Object.fromEntries(columns.map((c) => [c, slot(c)])) as never);
+        return this.opts.ifAbsent ? insert.onConflict((oc) => oc.doNothing()) : insert;
+      });
       this.#byColumns.set(key, stmt);
     }
     return stmt.execute(db, dialect, row as Record<string, unknown>);

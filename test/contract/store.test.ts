@@ -637,16 +637,20 @@ describeEachBackend('Store contract', (ctx) => {
       const conflicts = await store.transaction(async (tx) => {
         let n = 0;
         for (const d of fresh) {
-          // The same registration ID again: its savepoint is rolled back, the transaction goes on.
+          // The same registration ID again, then the same ID: each fails alone, the transaction goes on.
           await tx.createDevice({ ...d, id: `${d.id}-dup`, registrationId: taken.registrationId }).catch((err: unknown) => {
-            if (err instanceof StoreConflictError) n++;
+            if (err instanceof StoreConflictError && err.constraint === 'devices_tenant_registration_id_key') n++;
+            else throw err;
+          });
+          await tx.createDevice({ ...d, id: taken.id, registrationId: `${d.registrationId}-other` }).catch((err: unknown) => {
+            if (err instanceof StoreConflictError && err.constraint === 'devices_pkey') n++;
             else throw err;
           });
           await tx.createDevice(d);
         }
         return n;
       });
-      assert.equal(conflicts, 3);
+      assert.equal(conflicts, 6);
       for (const d of fresh) assert.deepEqual(await store.getDevice(t.id, d.id), d);
       assert.equal(await store.getDevice(t.id, `${fresh[0]!.id}-dup`), undefined);
       assert.equal(await store.countDevices(t.id, { group: 'g2' }), 3);
@@ -954,6 +958,11 @@ describeEachBackend('Store contract', (ctx) => {
       assert.equal(await store.getSetting(key), 'override');
       await store.setSetting(`${key}-new`, 'created');
       assert.equal(await store.getSetting(`${key}-new`), 'created');
+      assert.equal(await store.deleteSetting(key), true);
+      assert.equal(await store.getSetting(key), undefined);
+      assert.equal(await store.deleteSetting(key), false, 'nothing left to delete');
+      assert.equal(await store.getSetting(`${key}-new`), 'created', 'only that key');
+      assert.equal(await store.putSettingIfAbsent(key, 'again'), true, 'a deleted key can be written anew');
     });
   });
 

@@ -9,6 +9,7 @@ import { createServer, type Server } from 'node:http';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { deviceSettingKeys, renewalForceSettingKey, serverKeygenSettingKey } from '../../src/provisioning/pipeline.js';
 import { describeEachBackend } from '../helpers/backends.js';
 import { makeCa, makeLeaf, openssl, tempDir } from '../helpers/openssl.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -358,8 +359,18 @@ describeEachBackend('EST with openssl and curl', (ctx) => {
     const again = await enroll(['--cert', join(dir, 'force-1.pem'), '--key', req.key, '--data-binary', `@${renewalCsr(dir, join(dir, 'force-1.pem'), req.key, 'force-2')}`], 'simplereenroll');
     assertEstError(again, 403, 'RENEWAL_NOT_DUE');
     assert.equal((await srv.admin('GET', `/devices/${deviceId}/renewal`)).json.force, null);
+    assert.equal(await srv.fp.store.getSetting(renewalForceSettingKey(deviceId)), undefined, 'a used force leaves no row behind');
     const actions = (await srv.admin('GET', '/audit-events?limit=1000')).json.items.filter((e: { resourceId: string | null; details: { deviceId?: string } }) => e.resourceId === deviceId || e.details.deviceId === deviceId).map((e: { action: string }) => e.action);
     assert.deepEqual(actions, ['device.renewal.force', 'certificate.renew']);
+
+    // Withdrawn, or still unused when the device is deleted: no per-device row outlives either.
+    await srv.admin('POST', `/devices/${deviceId}/renewal`, { force: true });
+    assert.equal((await srv.admin('POST', `/devices/${deviceId}/renewal`, { force: false })).json.force, null);
+    assert.equal(await srv.fp.store.getSetting(renewalForceSettingKey(deviceId)), undefined);
+    await srv.admin('POST', `/devices/${deviceId}/renewal`, { force: true });
+    assert.notEqual(await srv.fp.store.getSetting(renewalForceSettingKey(deviceId)), undefined);
+    assert.equal((await srv.admin('DELETE', `/devices/${deviceId}`)).status, 204);
+    for (const key of deviceSettingKeys(deviceId)) assert.equal(await srv.fp.store.getSetting(key), undefined, key);
   });
 
   it('serverkeygen: the server makes the key (the CSR key type), answers key and certificate as multipart; a retry replaces the undelivered key', async () => {
@@ -400,6 +411,7 @@ describeEachBackend('EST with openssl and curl', (ctx) => {
     const re = await enroll(['--cert', join(dir, 'kg-2.pem'), '--key', join(dir, 'kg-2.key'), '--data-binary', `@${renewalCsr(dir, join(dir, 'kg-2.pem'), join(dir, 'kg-2.key'), 'kg-re')}`], 'simplereenroll');
     assert.equal(re.status, 200, re.body);
     assertEstError(await enroll(args, 'serverkeygen'), 401, 'TOKEN_REPLAYED');
+    assert.equal(await srv.fp.store.getSetting(serverKeygenSettingKey(devices[0].id)), undefined, 'the retry permission is gone, row and all');
     const audit = (await srv.admin('GET', '/audit-events?limit=1000')).json.items.filter((e: { actor: string }) => e.actor === `device:${devices[0].id}`).map((e: { action: string }) => e.action);
     assert.deepEqual(audit, ['certificate.serverkeygen', 'certificate.serverkeygen', 'certificate.renew']);
   });
