@@ -55,6 +55,7 @@ async function openCore(config: Readonly<FleetpassConfig>, clock: Clock, log: Lo
   const store = await openStore({
     url: databaseUrlOf(config),
     poolSize: config.dbPoolSize,
+    preparedStatements: config.dbPreparedStatements,
     migrate: true,
     sqliteCheckpoints: backgroundWork ? 'background' : 'elsewhere',
     onCheckpointError: (m) => log.warn({ err: m }, 'background WAL checkpoint failed'),

@@ -25,6 +25,7 @@ export interface FleetpassConfig {
   dataDir: string;
   databaseUrl: string | null;
   dbPoolSize: number;
+  dbPreparedStatements: boolean;
   host: string;
   port: number;
   publicUrl: string | null;
@@ -61,6 +62,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'dataDir', kind: 'string', env: 'FLEETPASS_DATA_DIR', flag: 'data-dir', default: './fleetpass-data', help: 'Folder for the SQLite database, encrypted keys and the first admin token.' },
   { key: 'databaseUrl', kind: 'string', env: 'DATABASE_URL', flag: 'database-url', default: null, help: 'postgres://… to use PostgreSQL; default sqlite:<data-dir>/fleetpass.db.' },
   { key: 'dbPoolSize', kind: 'int', env: 'FLEETPASS_DB_POOL_SIZE', flag: 'db-pool-size', default: 10, range: [1, 200], help: 'PostgreSQL connections per process.' },
+  { key: 'dbPreparedStatements', kind: 'bool', env: 'FLEETPASS_DB_PREPARED_STATEMENTS', default: true, help: 'PostgreSQL: run the statements of every registration as named prepared statements, parsed and planned once per connection. Set false behind a connection pooler that does not keep them (PgBouncer in transaction mode before 1.21).' },
   { key: 'host', kind: 'string', env: 'FLEETPASS_HOST', flag: 'host', default: '0.0.0.0', help: 'Address the HTTPS port binds to.' },
   { key: 'port', kind: 'int', env: 'FLEETPASS_PORT', flag: 'port', default: 8443, range: [0, 65535], help: 'HTTPS port for the device API, admin API, EST and /ca.pem (0 = any free port).' },
   { key: 'publicUrl', kind: 'string', env: 'FLEETPASS_PUBLIC_URL', flag: 'public-url', default: null, help: 'Base URL devices reach this server at (CRL URLs, endpoints); default https://localhost:<port>.' },

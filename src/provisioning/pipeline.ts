@@ -367,9 +367,11 @@ export class ProvisioningPipeline {
     const cert = certificateRecord(issued, { tenantId, deviceId, issuerCaId: this.deps.authority.issuing.id, publicKeyFingerprint: csr.publicKeyFingerprint, at });
 
     const outcome = await store.transaction(async (tx): Promise<ProvisionResult | null> => {
-      const current = await tx.getDeviceByRegistrationId(tenantId, registrationId);
-      if ((current?.id ?? null) !== (existing?.id ?? null) || (current && current.publicKeyFingerprint !== existing?.publicKeyFingerprint)) {
-        return null; // not as assumed, or changed meanwhile: decide again from fresh state
+      // Assumed new: creating the device is the check (a registration ID taken meanwhile is a
+      // StoreConflictError, and the caller decides again from fresh state), one round trip fewer.
+      const current = existing ? await tx.getDeviceByRegistrationId(tenantId, registrationId) : undefined;
+      if (existing && (current?.id !== existing.id || current.publicKeyFingerprint !== existing.publicKeyFingerprint)) {
+        return null; // changed meanwhile: decide again from fresh state
       }
       if (!current) {
         await tx.createDevice(device);

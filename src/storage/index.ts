@@ -1,6 +1,6 @@
 import type { Store } from '../registry/store.js';
 import type { OpenedDialect } from './dialects/guard.js';
-import { createPostgresKysely } from './dialects/postgres.js';
+import { createPostgresKysely, type PostgresOptions } from './dialects/postgres.js';
 import { createSqliteKysely, type CheckpointMode, type SqliteOptions } from './dialects/sqlite.js';
 import { sqlitePathOf } from './wal-checkpointer.js';
 import { KyselyStore } from './kysely-store.js';
@@ -16,6 +16,8 @@ export interface OpenStoreOptions {
   url: string;
   /** PostgreSQL pool size; default 10. Ignored for SQLite (one connection). */
   poolSize?: number;
+  /** PostgreSQL: named prepared statements on the registration path; default true. */
+  preparedStatements?: boolean;
   /** Apply pending migrations before returning; default true. */
   migrate?: boolean;
   /**
@@ -35,8 +37,8 @@ export function redactStoreUrl(url: string): string {
   return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*:)[^@]*@/i, '$1***@');
 }
 
-function openDialect(url: string, poolSize?: number, sqliteOpts: Omit<SqliteOptions, 'path'> = {}): OpenedDialect {
-  if (/^postgres(ql)?:\/\//i.test(url)) return createPostgresKysely({ url, ...(poolSize === undefined ? {} : { poolSize }) });
+function openDialect(url: string, pgOpts: Omit<PostgresOptions, 'url'>, sqliteOpts: Omit<SqliteOptions, 'path'> = {}): OpenedDialect {
+  if (/^postgres(ql)?:\/\//i.test(url)) return createPostgresKysely({ url, ...pgOpts });
   const path = sqlitePathOf(url);
   if (path !== undefined) return createSqliteKysely({ path, ...sqliteOpts });
   throw new Error(`Unsupported store URL ${redactStoreUrl(url)}: expected sqlite:<path>, sqlite::memory: or postgres://…`);
@@ -44,7 +46,8 @@ function openDialect(url: string, poolSize?: number, sqliteOpts: Omit<SqliteOpti
 
 /** Opens the store for a URL and (by default) migrates it to the latest schema. */
 export async function openStore(opts: OpenStoreOptions): Promise<Store> {
-  const opened = openDialect(opts.url, opts.poolSize, {
+  const pgOpts = { ...(opts.poolSize === undefined ? {} : { poolSize: opts.poolSize }), ...(opts.preparedStatements === undefined ? {} : { preparedStatements: opts.preparedStatements }) };
+  const opened = openDialect(opts.url, pgOpts, {
     ...(opts.sqliteCheckpoints === undefined ? {} : { checkpoints: opts.sqliteCheckpoints }),
     ...(opts.onCheckpointError ? { onCheckpointError: opts.onCheckpointError } : {}),
     ...(opts.sqliteBusyTimeoutMs === undefined ? {} : { busyTimeoutMs: opts.sqliteBusyTimeoutMs }),
@@ -60,7 +63,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
 
 /** Migrates the store at `url` to the latest schema; returns the migration names applied now. */
 export async function migrateStore(url: string): Promise<string[]> {
-  const opened = openDialect(url, 1, { checkpoints: 'inline' });
+  const opened = openDialect(url, { poolSize: 1 }, { checkpoints: 'inline' });
   try {
     return await migrateToLatest(opened.db, opened.capabilities);
   } finally {

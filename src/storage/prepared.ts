@@ -22,6 +22,12 @@ interface Compiled {
   params: Array<{ slot: string } | { constant: unknown }>;
 }
 
+/**
+ * The SQL text of every statement built here: the ones each registration runs. The PostgreSQL driver
+ * runs these as named (server-side prepared) statements, parsed and planned once per connection.
+ */
+export const preparedSqlTexts = new Set<string>();
+
 export class PreparedStatement<V extends Record<string, unknown>> {
   readonly #compiled = new Map<string, Compiled>();
 
@@ -42,6 +48,7 @@ export class PreparedStatement<V extends Record<string, unknown>> {
         params: q.parameters.map((p) => (p instanceof Slot ? { slot: p.name } : { constant: p })),
       };
       this.#compiled.set(dialect, c);
+      preparedSqlTexts.add(c.sql);
     }
     return c;
   }

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
+import { sql, type Kysely } from 'kysely';
 import { FleetpassError } from '../../src/core/errors.js';
 import { newId } from '../../src/core/ids.js';
 import { AUDIT_GENESIS_HASH, auditEventHash } from '../../src/registry/audit-hash.js';
@@ -1057,6 +1058,60 @@ describeEachBackend('Store contract', (ctx) => {
         }
       } finally {
         await other.close();
+      }
+    });
+
+    it('a column added by another process (a newer version migrating during a rolling upgrade) breaks no statement of a running store', async () => {
+      const { store, url, backend } = ctx();
+      const t = tenant();
+      await store.createTenant(t);
+      const e = enrollment(t.id);
+      await store.createEnrollment(e);
+      const issuer = ca(null);
+      await store.createCa(issuer);
+      // Every statement of a registration, in a transaction as the pipeline runs them.
+      const register = () =>
+        store.transaction(async (tx) => {
+          const d = device(t.id, e.id);
+          assert.equal(await tx.getDeviceByRegistrationId(t.id, d.registrationId), undefined);
+          await tx.createDevice(d);
+          await tx.createCertificate(certificate(t.id, d.id, issuer.id));
+          await tx.recordAttempt(attempt(t.id));
+          assert.equal(await tx.incrementDeviceCount(e.id), true);
+          assert.match(await tx.getConfigVersion(), /^\d+$/);
+          assert.deepEqual(await tx.getDeviceByRegistrationId(t.id, d.registrationId), d);
+          if (backend !== 'postgres') return [];
+          const db = (tx as unknown as { db: Kysely<unknown> }).db;
+          return (await sql<{ statement: string }>`select statement from pg_prepared_statements`.execute(db)).rows.map((r) => r.statement);
+        });
+      for (let i = 0; i < 3; i++) await register();
+      const tables = ['devices', 'certificates', 'attempts', 'enrollments', 'config_version'];
+      try {
+        for (const table of tables) await execRaw(url, `alter table ${table} add column upgrade_probe text`);
+        let prepared: string[] = [];
+        for (let i = 0; i < 3; i++) prepared = await register();
+        assert.equal((await store.getEnrollment(t.id, e.id))?.deviceCount, 6);
+        if (backend === 'postgres') {
+          // Parsed once per connection: the inserts, the count and the version; never a `select *`.
+          for (const table of ['devices', 'certificates', 'attempts']) assert.ok(prepared.some((p) => p.startsWith(`insert into "${table}"`)), `${table}: ${prepared.join(' | ')}`);
+          assert.ok(prepared.some((p) => p.startsWith('update "enrollments" set "device_count"')));
+          assert.ok(prepared.some((p) => p.startsWith('select "version" from "config_version"')));
+          assert.equal(prepared.filter((p) => p.startsWith('select *')).length, 0);
+          const unprepared = await openStore({ url, migrate: false, preparedStatements: false });
+          try {
+            const none = await unprepared.transaction(async (tx) => {
+              await tx.getConfigVersion();
+              const db = (tx as unknown as { db: Kysely<unknown> }).db;
+              return (await sql`select statement from pg_prepared_statements`.execute(db)).rows;
+            });
+            assert.deepEqual(none, [], 'FLEETPASS_DB_PREPARED_STATEMENTS=false');
+          } finally {
+            await unprepared.close();
+          }
+        }
+      } finally {
+        // (SQLite has no DROP COLUMN IF EXISTS; a table the ALTER did not reach has nothing to drop.)
+        for (const table of tables) await execRaw(url, `alter table ${table} drop column upgrade_probe`).catch(() => undefined);
       }
     });
 

@@ -1,7 +1,9 @@
 /** Pipeline behaviour through the HTTPS device API, on every storage backend. */
 import { it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { describeEachBackend } from '../helpers/backends.js';
 import { certWithValidity } from '../helpers/certs.js';
@@ -167,6 +169,34 @@ describeEachBackend('provisioning pipeline over HTTPS', (ctx) => {
     const attempts = await srv.admin('GET', '/attempts?registrationId=SN-BAD&outcome=failure');
     const codes = new Set(attempts.json.items.map((a: { reasonCode: string }) => a.reasonCode));
     for (const c of ['CSR_INVALID', 'CSR_SIGNATURE_INVALID', 'KEY_TOO_WEAK', 'KEY_UNSUPPORTED']) assert.ok(codes.has(c), `attempt with ${c} recorded`);
+  });
+
+  it('an oversized body gets its 413 after the client has sent it all, not a reset in the middle of sending', async () => {
+    const total = 300_000;
+    const socket = tlsConnect({ host: '127.0.0.1', port: srv.port, servername: 'localhost', ca: srv.caPem });
+    await once(socket, 'secureConnect');
+    let answer = '';
+    let answeredAfter = -1; // bytes of the body sent when the first byte of the answer came
+    let sent = 0;
+    socket.on('data', (c: Buffer) => {
+      if (answeredAfter < 0) answeredAfter = sent;
+      answer += c.toString('latin1');
+    });
+    const socketError = new Promise<Error>((resolve) => socket.once('error', resolve));
+    const write = (data: string) => new Promise<void>((resolve, reject) => socket.write(data, (err) => (err ? reject(err) : resolve())));
+    await write(`POST /v1/provision HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${total}\r\n\r\n`);
+    // In pieces, with pauses, as a device on a slow link would: the server knows the answer at once.
+    for (let i = 0; i < 6; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      const piece = 'A'.repeat(total / 6);
+      await Promise.race([write(piece), socketError.then((e) => Promise.reject(e))]);
+      sent += piece.length;
+    }
+    await Promise.race([once(socket, 'end'), socketError.then((e) => Promise.reject(e))]);
+    assert.equal(answeredAfter, total, 'answered only once the whole body was in');
+    assert.match(answer, /^HTTP\/1\.1 413 /);
+    assert.match(answer, /"code":"BODY_TOO_LARGE"/);
+    socket.destroy();
   });
 
   it('rejects expired and wrong-CA factory certificates', async () => {

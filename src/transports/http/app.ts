@@ -1,5 +1,6 @@
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import { constants as cryptoConstants } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import swagger from '@fastify/swagger';
 import { Ajv } from 'ajv';
 import addFormatsModule from 'ajv-formats';
@@ -46,6 +47,30 @@ export interface HttpOptions {
  */
 const NO_SESSION_TICKETS = cryptoConstants.SSL_OP_NO_TICKET;
 
+/** How much of a refused body is read (and dropped) before the 413, so that the client reads the answer. */
+const DRAIN_MAX_BYTES = 8 * 1024 * 1024;
+const DRAIN_MAX_MS = 10_000;
+
+/** Resolves once the request body has been read to its end, or after maxBytes more or maxMs, whichever is first. */
+function drainBody(req: IncomingMessage, maxBytes: number, maxMs: number): Promise<void> {
+  if (req.complete || req.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    let read = 0;
+    const done = () => {
+      clearTimeout(timer);
+      req.off('data', onData).off('end', done).off('close', done).off('error', done);
+      resolve();
+    };
+    const onData = (chunk: Buffer) => {
+      read += chunk.length;
+      if (read > maxBytes) done();
+    };
+    const timer = setTimeout(done, maxMs);
+    req.on('data', onData).once('end', done).once('close', done).once('error', done);
+    req.resume();
+  });
+}
+
 /** The Fastify application: device API, admin API, CA bundle, CRL, health and metrics. server.ts only listens. */
 export async function buildHttpApp(services: HttpServices, opts: HttpOptions): Promise<FastifyInstance> {
   const app = Fastify({
@@ -74,6 +99,14 @@ export async function buildHttpApp(services: HttpServices, opts: HttpOptions): P
     const coded = toCodedError(err as Error);
     if (coded.code === 'INTERNAL_ERROR') request.log.error({ err }, 'unhandled error');
     return sendError(reply, coded, request);
+  });
+  // Fastify refuses an oversized body (413) before reading it and closes the connection; closed with
+  // the client's bytes unread, the socket answers them with a reset, which can reach the client
+  // before the 413 does. A device would see a network error and send the same body again, forever.
+  // So the rest of the body is read and dropped first (up to a bound), then the answer goes out.
+  app.addHook('onSend', async (request, reply, payload) => {
+    if (reply.statusCode === 413) await drainBody(request.raw, DRAIN_MAX_BYTES, DRAIN_MAX_MS);
+    return payload;
   });
   app.setNotFoundHandler((request, reply) => sendError(reply, new FleetpassError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`), request));
 
