@@ -889,8 +889,8 @@ export class KyselyStore extends KyselyRepos implements Store {
    * savepoint and rejects alone; every other one resolves only once the whole group has committed.
    * If the group's database transaction is lost instead (its COMMIT fails, or a member's failure
    * makes the database roll back everything), each member runs again alone: fn may run twice, so
-   * it must do nothing but through `tx` (see Store.transaction). Each behaves as if it ran alone, in turn: it sees
-   * what the ones before it in the group wrote. What the group saves is the write lock taken once
+   * it must act only through `tx` (see Store.transaction). Each behaves as if it ran alone, in
+   * turn: it sees what the ones before it in the group wrote. What the group saves is the write lock taken once
    * instead of per transaction (with several worker processes, most of the cost was their
    * contending for it) and pages that several transactions change (the newest leaf of every
    * time-ordered index) written to the WAL once.
@@ -951,6 +951,7 @@ export class KyselyStore extends KyselyRepos implements Store {
     try {
       while (this.#queued.length > 0) {
         let group: QueuedTransaction[] = [];
+        let failedAlone: { error: unknown } | undefined;
         const waiting = Math.min(this.#queued.length, MAX_GROUP);
         let outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }>;
         try {
@@ -960,7 +961,13 @@ export class KyselyStore extends KyselyRepos implements Store {
             group = this.#queued.splice(0, MAX_GROUP);
             this.#stats.transactions += group.length;
             this.#stats.databaseTransactions++;
-            if (group.length === 1) return [{ ok: true, value: await this.#body(trx, group[0]!.fn) }];
+            if (group.length === 1) {
+              const value = await this.#body(trx, group[0]!.fn).catch((error: unknown) => {
+                failedAlone = { error };
+                throw error;
+              });
+              return [{ ok: true, value }];
+            }
             const out: typeof outcomes = [];
             for (const job of group) {
               // fn's own failure is its outcome; a failed rollback (thrown by inSavepoint from outside
@@ -979,11 +986,12 @@ export class KyselyStore extends KyselyRepos implements Store {
             return out;
           });
         } catch (err) {
-          // A group of one: its own failure, rolled back. None: BEGIN failed (the lock stayed taken
-          // past busy_timeout); it fails those that waited.
+          // A group of one: its own failure, rolled back (fn's error, even if the ROLLBACK failed too:
+          // see #alone). None: BEGIN failed (the lock stayed taken past busy_timeout); it fails those
+          // that waited.
           if (group.length <= 1) {
             if (group.length === 0) group = this.#queued.splice(0, waiting);
-            for (const job of group) job.reject(err);
+            for (const job of group) job.reject(failedAlone ? failedAlone.error : err);
             continue;
           }
           // Larger: the database transaction was lost as a whole (a failed COMMIT, or a member whose

@@ -729,6 +729,8 @@ describeEachBackend('Store contract', (ctx) => {
         const after = store.transactionStats();
         assert.equal(after.transactions - before.transactions, 6, 'each store transaction counted once');
         if (backend === 'sqlite') assert.equal(after.databaseTransactions - before.databaseTransactions, 7, 'the lost group, then each alone');
+        // Alone (a group of one on SQLite), too, it fails with its own error, not the failed ROLLBACK's.
+        await assert.rejects(store.transaction((tx) => tx.putSettingIfAbsent(`${poison}-alone`, 'x')), /poisoned setting/);
       } finally {
         await execRaw(url, backend === 'sqlite' ? 'drop trigger poison_settings' : 'drop trigger poison_settings on settings; drop function poison_settings()');
       }
