@@ -122,6 +122,8 @@ export async function startFleetpass(config: Readonly<FleetpassConfig>, opts: { 
     const tls = await authority.issueServerTls(config.serverNames);
     const app = await buildHttpApp({ store, pipeline, registry, lifecycle, authority, metrics, log }, {
       maxBodyBytes: config.maxBodyBytes,
+      requestTimeoutMs: config.requestTimeoutMs,
+      tlsHandshakeTimeoutMs: config.tlsHandshakeTimeoutMs,
       tls,
       ...(config.trustProxyClientCert ? { proxyClientCert: { trustedProxies: config.trustedProxies, header: config.clientCertHeader } } : {}),
       ...(cluster.isWorker ? { metricsSource: workerMetricsSource(metrics.registry) } : {}),

@@ -36,6 +36,8 @@ export interface FleetpassConfig {
   deviceCertValidityDays: number;
   renewalWindowDays: number;
   maxBodyBytes: number;
+  requestTimeoutMs: number;
+  tlsHandshakeTimeoutMs: number;
   maxCsrBytes: number;
   minRsaBits: number;
   admissionMaxInFlight: number;
@@ -73,6 +75,8 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'deviceCertValidityDays', kind: 'int', env: 'FLEETPASS_DEVICE_CERT_VALIDITY_DAYS', flag: 'device-cert-validity-days', default: 365, range: [1, 3650], help: 'Default validity of device certificates (a template profile may override).' },
   { key: 'renewalWindowDays', kind: 'int', env: 'FLEETPASS_RENEWAL_WINDOW_DAYS', flag: 'renewal-window-days', default: 30, range: [1, 3650], help: 'A device may renew its certificate (EST simplereenroll) only this many days before it expires, unless an operator forces renewal.' },
   { key: 'maxBodyBytes', kind: 'int', env: 'FLEETPASS_MAX_BODY_BYTES', flag: 'max-body-bytes', default: 65536, range: [1024, 10485760], help: 'Largest request body accepted.' },
+  { key: 'requestTimeoutMs', kind: 'int', env: 'FLEETPASS_REQUEST_TIMEOUT_MS', flag: 'request-timeout-ms', default: 30000, range: [1000, 600000], help: 'A request (headers and body) must arrive within this long, or the connection is answered 408 and closed, so that stalled or deliberately slow clients cannot pile up open connections during a burst.' },
+  { key: 'tlsHandshakeTimeoutMs', kind: 'int', env: 'FLEETPASS_TLS_HANDSHAKE_TIMEOUT_MS', flag: 'tls-handshake-timeout-ms', default: 30000, range: [1000, 600000], help: 'A TLS handshake must complete within this long, or the connection is closed (Node.js waits 120 s by default).' },
   { key: 'maxCsrBytes', kind: 'int', env: 'FLEETPASS_MAX_CSR_BYTES', flag: 'max-csr-bytes', default: 16384, range: [256, 1048576], help: 'Largest CSR accepted (DER bytes).' },
   { key: 'minRsaBits', kind: 'int', env: 'FLEETPASS_MIN_RSA_BITS', flag: 'min-rsa-bits', default: 2048, range: [2048, 16384], help: 'Smallest RSA key accepted in a CSR.' },
   { key: 'admissionMaxInFlight', kind: 'int', env: 'FLEETPASS_ADMISSION_MAX_IN_FLIGHT', flag: 'max-in-flight', default: 64, range: [1, 100000], help: 'Provisioning requests processed at once per process.' },

@@ -1,7 +1,10 @@
 /** Start, restart, shutdown and the webhook, on every storage backend; CA algorithms on SQLite. */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { execFile } from 'node:child_process';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
@@ -220,5 +223,34 @@ describe('CA key algorithms and key protection', () => {
     await assert.rejects(startTestServer(null, { keyPassphrase: 'wrong' }, dir), /FLEETPASS_KEY_PASSPHRASE/);
     const again = await startTestServer(null, { keyPassphrase: 'right' }, dir);
     await again.close();
+  });
+});
+
+describe('stalled clients', () => {
+  it('a request that does not finish arriving gets 408 and its connection closed; a connection that never starts TLS is closed', async () => {
+    const srv = await startTestServer(null, { requestTimeoutMs: 1000, tlsHandshakeTimeoutMs: 1000 });
+    const sockets: Socket[] = [];
+    try {
+      // Headers and part of a body, then nothing more: a stalled device, or a deliberately slow one.
+      const slow = tlsConnect({ host: '127.0.0.1', port: srv.port, servername: 'localhost', ca: srv.caPem });
+      sockets.push(slow);
+      await once(slow, 'secureConnect');
+      let answer = '';
+      slow.on('data', (c: Buffer) => (answer += c.toString('latin1')));
+      slow.write('POST /v1/provision HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"registrationId":');
+      // A TCP connection that never sends its ClientHello.
+      const silent = netConnect(srv.port, '127.0.0.1');
+      sockets.push(silent);
+      await once(silent, 'connect');
+      const closed = (s: Socket) => new Promise<void>((resolve) => (s.destroyed ? resolve() : s.once('close', () => resolve())));
+      const deadline = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the server kept a stalled connection open for 15 s')), 15_000).unref());
+      await Promise.race([Promise.all([closed(slow), closed(silent)]), deadline]);
+      assert.match(answer, /^HTTP\/1\.1 408 /);
+      // The server still answers everyone else.
+      assert.equal((await srv.request('GET', '/healthz')).status, 200);
+    } finally {
+      for (const s of sockets) s.destroy(); // else, when the test fails, close() waits on them
+      await srv.close();
+    }
   });
 });

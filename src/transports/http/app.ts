@@ -36,6 +36,10 @@ export interface HttpOptions {
   metricsSource?: () => Promise<{ contentType: string; text: string }>;
   /** Seconds a keep-alive connection may idle. */
   keepAliveTimeoutMs?: number;
+  /** Longest time for a request's headers and body to arrive (default 30 s); then 408 and close. */
+  requestTimeoutMs?: number;
+  /** Longest TLS handshake (default 30 s); then the connection is closed. */
+  tlsHandshakeTimeoutMs?: number;
 }
 
 
@@ -73,12 +77,27 @@ function drainBody(req: IncomingMessage, maxBytes: number, maxMs: number): Promi
 
 /** The Fastify application: device API, admin API, CA bundle, CRL, health and metrics. server.ts only listens. */
 export async function buildHttpApp(services: HttpServices, opts: HttpOptions): Promise<FastifyInstance> {
+  const requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
   const app = Fastify({
     loggerInstance: services.log.child({ component: 'http' }),
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: opts.maxBodyBytes,
     keepAliveTimeout: opts.keepAliveTimeoutMs ?? 72_000,
-    ...(opts.tls ? { https: { key: opts.tls.keyPem, cert: opts.tls.certPem, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' as const, secureOptions: NO_SESSION_TICKETS } } : {}),
+    // Fastify turns Node's request timeout off (0) unless given one; a client that sends its request
+    // a byte at a time would then hold its connection for ever.
+    requestTimeout: requestTimeoutMs,
+    ...(opts.tls
+      ? {
+          https: {
+            key: opts.tls.keyPem, cert: opts.tls.certPem, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' as const, secureOptions: NO_SESSION_TICKETS,
+            handshakeTimeout: opts.tlsHandshakeTimeoutMs ?? 30_000,
+            headersTimeout: requestTimeoutMs,
+            // How often Node looks for requests past their timeout (its default, 30 s, would let
+            // one run up to 30 s late).
+            connectionsCheckingInterval: Math.min(5_000, Math.max(100, Math.floor(requestTimeoutMs / 4))),
+          },
+        }
+      : {}),
     genReqId: () => `req_${Math.random().toString(36).slice(2, 12)}`,
     // Behind a trusted proxy the device's address comes from X-Forwarded-For (attempt log, metrics).
     ...(opts.proxyClientCert ? { trustProxy: opts.proxyClientCert.trustedProxies } : {}),
