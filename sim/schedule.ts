@@ -47,7 +47,7 @@ export function retryDelayMs(policy: RetryPolicy, failures: number, retryAfterMs
 }
 
 /** Answers worth retrying unchanged: overload, deferral, and server-side trouble. */
-const RETRYABLE_CODES = new Set(['RATE_LIMITED', 'OVERLOADED', 'STORE_UNAVAILABLE', 'INTERNAL_ERROR', 'HOOK_FAILED']);
+const RETRYABLE_CODES = new Set(['RATE_LIMITED', 'OVERLOADED', 'STORE_UNAVAILABLE', 'INTERNAL_ERROR', 'HOOK_FAILED', 'REQUEST_TIMEOUT']);
 export function isRetryable(status: number, code: string): boolean {
   return RETRYABLE_CODES.has(code) || status === 429 || status === 502 || status === 503 || status === 504 || (status >= 500 && code.startsWith('HTTP_'));
 }

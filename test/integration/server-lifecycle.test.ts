@@ -227,7 +227,7 @@ describe('CA key algorithms and key protection', () => {
 });
 
 describe('stalled clients', () => {
-  it('a request that does not finish arriving gets 408 and its connection closed; a connection that never starts TLS is closed', async () => {
+  it('a request that does not finish arriving gets 408 REQUEST_TIMEOUT and its connection closed; a connection that never starts TLS is closed; malformed HTTP gets a coded error', async () => {
     const srv = await startTestServer(null, { requestTimeoutMs: 1000, tlsHandshakeTimeoutMs: 1000 });
     const sockets: Socket[] = [];
     try {
@@ -246,6 +246,22 @@ describe('stalled clients', () => {
       const deadline = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the server kept a stalled connection open for 15 s')), 15_000).unref());
       await Promise.race([Promise.all([closed(slow), closed(silent)]), deadline]);
       assert.match(answer, /^HTTP\/1\.1 408 /);
+      assert.match(answer, /"code":"REQUEST_TIMEOUT"/);
+      // Not HTTP, and headers over Node's 16 KB: coded errors too, before any route is reached.
+      for (const [request, status, code] of [
+        ['HELLO FLEETPASS\r\n\r\n', 400, 'REQUEST_MALFORMED'],
+        [`GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Padding: ${'p'.repeat(20_000)}\r\n\r\n`, 431, 'HEADERS_TOO_LARGE'],
+      ] as const) {
+        const bad = tlsConnect({ host: '127.0.0.1', port: srv.port, servername: 'localhost', ca: srv.caPem });
+        sockets.push(bad);
+        await once(bad, 'secureConnect');
+        let got = '';
+        bad.on('data', (c: Buffer) => (got += c.toString('latin1')));
+        bad.write(request);
+        await Promise.race([closed(bad), deadline]);
+        assert.match(got, new RegExp(`^HTTP/1\\.1 ${status} `), code);
+        assert.equal(JSON.parse(got.slice(got.indexOf('\r\n\r\n') + 4)).error.code, code);
+      }
       // The server still answers everyone else.
       assert.equal((await srv.request('GET', '/healthz')).status, 200);
     } finally {

@@ -1,11 +1,12 @@
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import { constants as cryptoConstants } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import swagger from '@fastify/swagger';
 import { Ajv } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import type { Logger } from 'pino';
-import { FleetpassError } from '../../core/errors.js';
+import { FleetpassError, REASON_CODES } from '../../core/errors.js';
 import type { CertificateAuthority } from '../../provisioning/authority.js';
 import type { ProvisioningPipeline } from '../../provisioning/pipeline.js';
 import type { LifecycleService } from '../../lifecycle/service.js';
@@ -75,6 +76,27 @@ function drainBody(req: IncomingMessage, maxBytes: number, maxMs: number): Promi
   });
 }
 
+/**
+ * Errors met before a request reaches Fastify. Those of Node's HTTP parser (malformed HTTP, headers
+ * too large, a request that did not arrive within the request timeout) are answered with the same
+ * JSON error body as everything else, then the connection is closed; any other (a TLS handshake
+ * that failed or timed out: nothing can be written to it) only closes it.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (socket.destroyed) return;
+  const code =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'REQUEST_TIMEOUT'
+    : err.code === 'HPE_HEADER_OVERFLOW' ? 'HEADERS_TOO_LARGE'
+    : err.code?.startsWith('HPE_') ? 'REQUEST_MALFORMED'
+    : undefined;
+  if (code === undefined || !socket.writable) return void socket.destroy();
+  const info = REASON_CODES[code];
+  const body = JSON.stringify({ error: { code, message: info.meaning, action: info.action } });
+  socket.end(`HTTP/1.1 ${info.httpStatus} ${STATUS_CODES[info.httpStatus]}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`, () => socket.destroy());
+  // A client that does not read its answer does not keep the connection either.
+  setTimeout(() => socket.destroy(), 5_000).unref();
+}
+
 /** The Fastify application: device API, admin API, CA bundle, CRL, health and metrics. server.ts only listens. */
 export async function buildHttpApp(services: HttpServices, opts: HttpOptions): Promise<FastifyInstance> {
   const requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
@@ -83,6 +105,7 @@ export async function buildHttpApp(services: HttpServices, opts: HttpOptions): P
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: opts.maxBodyBytes,
     keepAliveTimeout: opts.keepAliveTimeoutMs ?? 72_000,
+    clientErrorHandler: answerClientError,
     // Fastify turns Node's request timeout off (0) unless given one; a client that sends its request
     // a byte at a time would then hold its connection for ever.
     requestTimeout: requestTimeoutMs,
