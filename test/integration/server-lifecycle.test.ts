@@ -22,7 +22,6 @@ interface HookCall {
   headers: Record<string, string | string[] | undefined>;
 }
 
-/** A customer webhook on loopback: answers with `answer`, after `delayMs`. */
 /**
  * The receiver a customer would write (docs/protocols/webhook.md): recompute the HMAC over the raw
  * body, compare each signature entry in constant time, refuse stale timestamps.
@@ -35,6 +34,7 @@ function verifyWebhook(call: HookCall, key: string): boolean {
   return fresh && entries.some((got) => got.length === expected.length && timingSafeEqual(got, expected));
 }
 
+/** A customer webhook on loopback: answers with `answer`, after `delayMs`. */
 async function webhook(answer: (body: Record<string, unknown>, call: HookCall) => { status: number; body: unknown }, delayMs = 0): Promise<{ url: string; server: Server; calls: Array<Record<string, unknown>>; requests: HookCall[] }> {
   const calls: Array<Record<string, unknown>> = [];
   const requests: HookCall[] = [];

@@ -1,12 +1,11 @@
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import { constants as cryptoConstants } from 'node:crypto';
-import { STATUS_CODES, type IncomingMessage } from 'node:http';
-import type { Socket } from 'node:net';
+import type { IncomingMessage } from 'node:http';
 import swagger from '@fastify/swagger';
 import { Ajv } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import type { Logger } from 'pino';
-import { FleetpassError, REASON_CODES } from '../../core/errors.js';
+import { FleetpassError } from '../../core/errors.js';
 import type { CertificateAuthority } from '../../provisioning/authority.js';
 import type { ProvisioningPipeline } from '../../provisioning/pipeline.js';
 import type { LifecycleService } from '../../lifecycle/service.js';
@@ -14,7 +13,7 @@ import type { RegistryService } from '../../registry/service.js';
 import type { Store } from '../../registry/store.js';
 import type { Metrics } from '../../observability/metrics.js';
 import { credentialFrom, enableProxyClientCert, peerCertificateChain, type ProxyClientCertOptions } from './client-cert.js';
-import { sendError, toCodedError } from './errors.js';
+import { answerClientError, sendError, toCodedError } from './errors.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { registerEstRoutes } from './est-routes.js';
 
@@ -37,10 +36,10 @@ export interface HttpOptions {
   metricsSource?: () => Promise<{ contentType: string; text: string }>;
   /** Seconds a keep-alive connection may idle. */
   keepAliveTimeoutMs?: number;
-  /** Longest time for a request's headers and body to arrive (default 30 s); then 408 and close. */
-  requestTimeoutMs?: number;
-  /** Longest TLS handshake (default 30 s); then the connection is closed. */
-  tlsHandshakeTimeoutMs?: number;
+  /** Longest time for a request's headers and body to arrive; then 408 and close (requestTimeoutMs). */
+  requestTimeoutMs: number;
+  /** Longest TLS handshake; then the connection is closed (tlsHandshakeTimeoutMs). */
+  tlsHandshakeTimeoutMs: number;
 }
 
 
@@ -76,30 +75,9 @@ function drainBody(req: IncomingMessage, maxBytes: number, maxMs: number): Promi
   });
 }
 
-/**
- * Errors met before a request reaches Fastify. Those of Node's HTTP parser (malformed HTTP, headers
- * too large, a request that did not arrive within the request timeout) are answered with the same
- * JSON error body as everything else, then the connection is closed; any other (a TLS handshake
- * that failed or timed out: nothing can be written to it) only closes it.
- */
-function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
-  if (socket.destroyed) return;
-  const code =
-    err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'REQUEST_TIMEOUT'
-    : err.code === 'HPE_HEADER_OVERFLOW' ? 'HEADERS_TOO_LARGE'
-    : err.code?.startsWith('HPE_') ? 'REQUEST_MALFORMED'
-    : undefined;
-  if (code === undefined || !socket.writable) return void socket.destroy();
-  const info = REASON_CODES[code];
-  const body = JSON.stringify({ error: { code, message: info.meaning, action: info.action } });
-  socket.end(`HTTP/1.1 ${info.httpStatus} ${STATUS_CODES[info.httpStatus]}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`, () => socket.destroy());
-  // A client that does not read its answer does not keep the connection either.
-  setTimeout(() => socket.destroy(), 5_000).unref();
-}
-
 /** The Fastify application: device API, admin API, CA bundle, CRL, health and metrics. server.ts only listens. */
 export async function buildHttpApp(services: HttpServices, opts: HttpOptions): Promise<FastifyInstance> {
-  const requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
+  const { requestTimeoutMs } = opts;
   const app = Fastify({
     loggerInstance: services.log.child({ component: 'http' }),
     logController: new LogController({ disableRequestLogging: true }),
@@ -113,7 +91,7 @@ export async function buildHttpApp(services: HttpServices, opts: HttpOptions): P
       ? {
           https: {
             key: opts.tls.keyPem, cert: opts.tls.certPem, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' as const, secureOptions: NO_SESSION_TICKETS,
-            handshakeTimeout: opts.tlsHandshakeTimeoutMs ?? 30_000,
+            handshakeTimeout: opts.tlsHandshakeTimeoutMs,
             headersTimeout: requestTimeoutMs,
             // How often Node looks for requests past their timeout (its default, 30 s, would let
             // one run up to 30 s late).

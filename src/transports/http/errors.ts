@@ -1,4 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import { FleetpassError, REASON_CODES, type ReasonCode } from '../../core/errors.js';
 
 /** Translates Fastify's own errors (parsing, limits, schema validation) into registry codes. */
@@ -29,9 +31,35 @@ export function toCodedError(err: FastifyError | Error): FleetpassError {
   return new FleetpassError('INTERNAL_ERROR', undefined, { cause: err });
 }
 
-export function sendError(reply: FastifyReply, err: FleetpassError, request?: FastifyRequest): FastifyReply {
-  if (err.retryAfterSeconds !== undefined) reply.header('retry-after', String(err.retryAfterSeconds));
+/** The JSON error body every HTTP answer carries: `{"error":{"code","message","action","requestId"?}}`. */
+function errorBody(err: FleetpassError, requestId?: string): { error: Record<string, string> } {
   const info = REASON_CODES[err.code as ReasonCode];
   const message = err.code === 'INTERNAL_ERROR' ? info.meaning : err.message;
-  return reply.code(err.httpStatus).send({ error: { code: err.code, message, action: info.action, ...(request ? { requestId: request.id } : {}) } });
+  return { error: { code: err.code, message, action: info.action, ...(requestId ? { requestId } : {}) } };
+}
+
+export function sendError(reply: FastifyReply, err: FleetpassError, request?: FastifyRequest): FastifyReply {
+  if (err.retryAfterSeconds !== undefined) reply.header('retry-after', String(err.retryAfterSeconds));
+  return reply.code(err.httpStatus).send(errorBody(err, request?.id));
+}
+
+/**
+ * Fastify's clientErrorHandler: errors met before a request reaches Fastify. Those of Node's HTTP
+ * parser (malformed HTTP, headers too large, a request that did not arrive within the request
+ * timeout) are answered with the same error body as everything else, then the connection is closed;
+ * any other (a TLS handshake that failed or timed out: nothing can be written to it) only closes it.
+ */
+export function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (socket.destroyed) return;
+  const code =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'REQUEST_TIMEOUT'
+    : err.code === 'HPE_HEADER_OVERFLOW' ? 'HEADERS_TOO_LARGE'
+    : err.code?.startsWith('HPE_') ? 'REQUEST_MALFORMED'
+    : undefined;
+  if (code === undefined || !socket.writable) return void socket.destroy();
+  const coded = new FleetpassError(code);
+  const body = JSON.stringify(errorBody(coded));
+  socket.end(`HTTP/1.1 ${coded.httpStatus} ${STATUS_CODES[coded.httpStatus]}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`, () => socket.destroy());
+  // A client that does not read its answer does not keep the connection either.
+  setTimeout(() => socket.destroy(), 5_000).unref();
 }
